@@ -1,0 +1,263 @@
+"""Applying the overlay's units to an upstream commit.
+
+``Session`` ties an overlay to its upstream: the mirror, the workspace, the
+lock policy for the pinned ref, and the base a patch was made on.
+``Session.build`` applies units in manifest order onto a temporary index,
+one commit per unit that changes something, and returns a ``Build``; it
+never checks anything out and never touches the user's files.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git as gitpython
+
+from . import manifest as manifest_mod
+from . import patchfile
+from .errors import BadInput
+from .gitutil import identity_env
+from .manifest import Manifest, Unit
+from .units import (
+    CONFLICT,
+    OK_STATUSES,
+    RETIRED,
+    Context,
+    Outcome,
+    Stage,
+    apply_unit,
+)
+from .upstream import Cache, Resolved, normalize_url
+
+TRAILER_UNIT = "Overlay-Unit"
+TRAILER_KIND = "Overlay-Kind"
+TRAILER_OVERLAY = "Overlay-Commit"
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    status: str
+    files: list[str] = field(default_factory=list)
+    detail: str = ""
+    hunks: list[str] = field(default_factory=list)
+    commit: str | None = None
+    parent: str | None = None  # the commit the unit was applied on
+    stale: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.unit.name,
+            "kind": self.unit.kind,
+            "status": self.status,
+            "files": self.files,
+            "detail": self.detail,
+            "hunks": self.hunks,
+            "commit": self.commit,
+        }
+
+
+@dataclass
+class Build:
+    ref: str
+    base: str
+    head: str
+    tree: str
+    results: list[UnitResult]
+
+    @property
+    def conflicts(self) -> list[UnitResult]:
+        return [r for r in self.results if r.status == CONFLICT]
+
+    @property
+    def ok(self) -> bool:
+        return not self.conflicts
+
+
+@dataclass
+class LockReport:
+    status: str  # "ok", "locked" (newly written), "mismatch", "not-checked", "none"
+    locked: str | None = None
+    remote: str | None = None
+    message: str = ""
+
+
+def overlay_identity(root: Path) -> str:
+    """The overlay repository's commit, marked when overlay files are uncommitted."""
+    try:
+        repo = gitpython.Repo(str(root))
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        return "none"
+    try:
+        sha = repo.head.commit.hexsha
+    except ValueError:
+        return "none"
+    finally:
+        repo.close()
+    from .gitutil import Git
+
+    status = Git(root).run(
+        "status", "--porcelain", "--", manifest_mod.MANIFEST_NAME,
+        manifest_mod.OVERLAY_DIR, "patches",
+    )
+    return f"{sha} (dirty)" if status else sha
+
+
+def commit_message(unit: Unit, overlay_commit: str) -> str:
+    lines = unit.description.strip().splitlines() or [unit.name]
+    body = "\n".join(lines[1:]).strip()
+    msg = f"{unit.name}: {lines[0].strip()}\n\n"
+    if body:
+        msg += body + "\n\n"
+    msg += (
+        f"{TRAILER_UNIT}: {unit.name}\n"
+        f"{TRAILER_KIND}: {unit.kind}\n"
+        f"{TRAILER_OVERLAY}: {overlay_commit}\n"
+    )
+    return msg
+
+
+class Session:
+    """One overlay against one upstream, within a cache."""
+
+    def __init__(self, manifest: Manifest, cache: Cache, upstream: str | None = None,
+                 offline: bool = False):
+        self.manifest = manifest
+        self.cache = cache
+        self.offline = offline
+        self.url = normalize_url(upstream or manifest.upstream_url, base=Path.cwd())
+        manifest_url = manifest.upstream_url
+        if not manifest_url.startswith(("http://", "https://", "git@", "ssh://", "file://", "git://")):
+            manifest_url = normalize_url(manifest_url, base=manifest.root)
+        self.is_manifest_upstream = self.url == manifest_url
+        self.mirror = cache.mirror(self.url)
+        self.workspace = cache.workspace(self.mirror, manifest.root)
+        self._pin: str | None = None
+        self._overlay_commit: str | None = None
+
+    # --- refs and the lock ------------------------------------------------
+
+    def resolve(self, ref: str) -> Resolved:
+        return self.mirror.resolve(ref, offline=self.offline)
+
+    def resolve_pinned(self, ref: str, update_lock: bool = False) -> tuple[Resolved, LockReport]:
+        """Resolve ref; for the pinned ref on the manifest's upstream, honour the lock."""
+        m = self.manifest
+        remote = self.resolve(ref)
+        if ref != m.ref or not self.is_manifest_upstream:
+            why = "not the pinned ref" if ref != m.ref else "--upstream differs from the manifest's"
+            return remote, LockReport("not-checked", m.commit, remote.commit, why)
+        if m.commit is None or update_lock:
+            if m.commit != remote.commit:
+                manifest_mod.write_lock(m.root, ref, remote.commit)
+                m.commit = remote.commit
+                return remote, LockReport("locked", remote.commit, remote.commit,
+                                          f"locked {ref} at {remote.commit}")
+            return remote, LockReport("ok", m.commit, remote.commit)
+        if remote.commit == m.commit:
+            return remote, LockReport("ok", m.commit, remote.commit)
+        # The tag moved upstream. Build on the locked commit, and say so loudly.
+        message = (
+            f"LOCK MISMATCH: {ref} now resolves to {remote.commit} upstream, but "
+            f"{manifest_mod.MANIFEST_NAME} locks it at {m.commit}. Building on the "
+            "locked commit; if upstream re-tagged on purpose, review the change and "
+            "re-run with --update-lock."
+        )
+        if not self.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
+            raise BadInput(
+                f"{ref} moved upstream to {remote.commit} and the locked commit "
+                f"{m.commit} can no longer be fetched",
+                "review the new commit and re-run with --update-lock",
+            )
+        return (Resolved(ref, m.commit, remote.refname),
+                LockReport("mismatch", m.commit, remote.commit, message))
+
+    def pin_commit(self) -> str | None:
+        """The commit the overlay's patches were made on (the pinned ref)."""
+        if self._pin is not None:
+            return self._pin or None
+        m = self.manifest
+        sha = None
+        if m.commit and self.is_manifest_upstream:
+            if self.mirror.ensure_commit(m.commit, f"fetching {m.ref}"):
+                sha = m.commit
+        if sha is None and m.ref:
+            try:
+                sha = self.resolve(m.ref).commit
+            except BadInput:
+                sha = None
+        self._pin = sha or ""
+        return sha
+
+    @property
+    def overlay_commit(self) -> str:
+        if self._overlay_commit is None:
+            self._overlay_commit = overlay_identity(self.manifest.root)
+        return self._overlay_commit
+
+    # --- building -----------------------------------------------------------
+
+    def _existed_at_pin(self, path: str, base: str) -> bool | None:
+        pin = self.pin_commit()
+        if pin is None:
+            return None
+        if pin == base:
+            return True
+        return self.workspace.git.result("cat-file", "-e", f"{pin}:{path}").ok
+
+    def _ensure_patch_base(self, unit: Unit, stage: Stage) -> bool:
+        parsed = patchfile.parse((self.manifest.root / unit.patch).read_bytes())
+        blobs = [f.old_blob for f in parsed.files
+                 if f.old_blob and set(f.old_blob) != {"0"}]
+        if all(stage.git.has_object(b) for b in blobs):
+            return True
+        self.pin_commit()
+        return all(stage.git.has_object(b) for b in blobs)
+
+    def build(self, base: Resolved, units: list[Unit] | None = None,
+              stop_at_conflict: bool = False) -> Build:
+        """Apply units (default: every active one) on base; one commit each."""
+        ws = self.workspace
+        ws.ensure()
+        units = self.manifest.units if units is None else units
+        git = ws.git
+        timestamp = int(git.run("show", "-s", "--format=%ct", base.commit))
+        env = identity_env(timestamp)
+        results: list[UnitResult] = []
+        with tempfile.TemporaryDirectory(prefix="overlay-stage-") as tmp:
+            stage = Stage(git, Path(tmp) / "index", base.commit)
+            for unit in units:
+                if unit.retired:
+                    results.append(UnitResult(unit, RETIRED, detail=f"applied upstream in {unit.applied_upstream}"))
+                    continue
+                ctx = Context(
+                    manifest=self.manifest,
+                    stage=stage,
+                    ref=base.ref,
+                    existed_at_pin=lambda p: self._existed_at_pin(p, base.commit),
+                    ensure_patch_base=lambda u=unit: self._ensure_patch_base(u, stage),
+                )
+                parent = stage.head
+                out: Outcome = apply_unit(ctx, unit)
+                res = UnitResult(unit, out.status, out.files, out.detail, out.hunks,
+                                 parent=parent, stale=out.stale)
+                if out.status in OK_STATUSES:
+                    res.commit = stage.commit(commit_message(unit, self.overlay_commit), env)
+                else:
+                    stage.reset()
+                results.append(res)
+                if out.status == CONFLICT and stop_at_conflict:
+                    break
+            tree = stage.tree()
+        return Build(ref=base.ref, base=base.commit, head=stage.head, tree=tree,
+                     results=results)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, only for people at a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()

@@ -1,0 +1,122 @@
+"""Thin wrapper over gitpython's command runner.
+
+Every local operation runs with an isolated configuration (no system or
+global config: no hooks, no autocrlf, no signing, no pager), a fixed locale
+and, when asked, fixed identity and dates, so results are the same on every
+machine. Network operations (fetch, ls-remote) go through ``remote_git`` with
+the user's own configuration, so credentials and proxies still work.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git as gitpython
+
+ISOLATED_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ADVICE": "0",
+    "LC_ALL": "C",
+}
+IDENTITY_NAME = "sglang-overlay"
+IDENTITY_EMAIL = "sglang-overlay@users.noreply.invalid"
+ZERO_OID = "0" * 40
+
+
+class GitError(Exception):
+    def __init__(self, args: tuple, rc: int, stderr: str):
+        self.args_ = args
+        self.rc = rc
+        self.stderr = stderr.strip()
+        super().__init__(f"git {' '.join(args)} failed ({rc}): {self.stderr}")
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def identity_env(timestamp: int) -> dict[str, str]:
+    """Fixed author and committer, dated at timestamp (UTC)."""
+    date = f"{int(timestamp)} +0000"
+    return {
+        "GIT_AUTHOR_NAME": IDENTITY_NAME,
+        "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
+        "GIT_AUTHOR_DATE": date,
+        "GIT_COMMITTER_NAME": IDENTITY_NAME,
+        "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
+        "GIT_COMMITTER_DATE": date,
+    }
+
+
+class Git:
+    """Runs git in cwd (a work tree or a git dir) with an isolated config."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None,
+                 isolated: bool = True):
+        self.cwd = Path(cwd)
+        self.env = {**(ISOLATED_ENV if isolated else {}), **(env or {})}
+        self._cmd = gitpython.Git(str(self.cwd))
+        self._cmd.update_environment(**self.env)
+
+    def with_env(self, **env: str) -> "Git":
+        return Git(self.cwd, {**self.env, **env}, isolated=False)
+
+    def result(self, *args: str, stdin: bytes | None = None,
+               env: dict[str, str] | None = None, binary: bool = False) -> Result:
+        kwargs = dict(with_extended_output=True, with_exceptions=False,
+                      stdout_as_string=not binary, strip_newline_in_stdout=False,
+                      env=env)
+        if stdin is not None:
+            with tempfile.TemporaryFile() as fh:
+                fh.write(stdin)
+                fh.seek(0)
+                rc, out, err = self._cmd.execute(["git", *args], istream=fh, **kwargs)
+        else:
+            rc, out, err = self._cmd.execute(["git", *args], **kwargs)
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        return Result(rc, out, err)
+
+    def run(self, *args: str, stdin: bytes | None = None,
+            env: dict[str, str] | None = None) -> str:
+        r = self.result(*args, stdin=stdin, env=env)
+        if not r.ok:
+            raise GitError(args, r.rc, r.err)
+        return r.out.strip()
+
+    def run_bytes(self, *args: str, stdin: bytes | None = None) -> bytes:
+        r = self.result(*args, stdin=stdin, binary=True)
+        if not r.ok:
+            raise GitError(args, r.rc, r.err)
+        return r.out
+
+    def object_bytes(self, oid: str) -> bytes:
+        """Contents of a blob, through one long-lived `git cat-file --batch`."""
+        return self._cmd.get_object_data(oid)[3]
+
+    def has_object(self, oid: str) -> bool:
+        return self.result("cat-file", "-e", oid).ok
+
+    def rev(self, rev: str) -> str | None:
+        r = self.result("rev-parse", "--verify", "--quiet", rev)
+        return r.out.strip() if r.ok else None
+
+    def close(self) -> None:
+        self._cmd.clear_cache()
+
+
+def remote_git(cwd: Path) -> gitpython.Repo:
+    """A gitpython Repo with the user's own config, for fetches."""
+    return gitpython.Repo(str(cwd))

@@ -1,0 +1,222 @@
+"""A read-only view of a patched tree, and the Python modules in it.
+
+``GitTree`` reads a commit without checking it out; ``DirTree`` reads a
+directory (a checked-out worktree). ``Modules`` maps dotted module names of
+upstream's ``python/`` project to files and answers where a name comes from,
+following ``from x import y`` aliases, ``import *`` and packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ..gitutil import Git
+from .facts import FACTS_VERSION, FactsCache, extract
+
+PY_ROOT = "python/"
+
+
+class GitTree:
+    def __init__(self, git: Git, commit: str):
+        self.git = git
+        self.commit = commit
+        out = git.run("ls-tree", "-r", "--full-tree", commit)
+        self.blobs: dict[str, str] = {}
+        for line in out.splitlines():
+            meta, _, path = line.partition("\t")
+            _mode, kind, sha = meta.split()
+            if kind == "blob":
+                self.blobs[path] = sha
+
+    def key(self, path: str) -> str | None:
+        return self.blobs.get(path)
+
+    def read(self, path: str) -> bytes | None:
+        sha = self.blobs.get(path)
+        return self.git.object_bytes(sha) if sha else None
+
+    def exists(self, path: str) -> bool:
+        return path in self.blobs
+
+    def listdir(self, prefix: str) -> list[str]:
+        """Paths directly under a directory prefix (ending in '/')."""
+        return sorted(p for p in self.blobs if p.startswith(prefix)
+                      and "/" not in p[len(prefix):])
+
+
+class DirTree:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def key(self, path: str) -> str | None:
+        data = self.read(path)
+        return "sha256:" + hashlib.sha256(data).hexdigest() if data is not None else None
+
+    def read(self, path: str) -> bytes | None:
+        p = self.root / path
+        return p.read_bytes() if p.is_file() else None
+
+    def exists(self, path: str) -> bool:
+        return (self.root / path).is_file()
+
+    def listdir(self, prefix: str) -> list[str]:
+        d = self.root / prefix
+        if not d.is_dir():
+            return []
+        return sorted(f"{prefix}{n}" for n in os.listdir(d) if (d / n).is_file())
+
+
+class Modules:
+    """Dotted module names over a tree, with cached facts."""
+
+    def __init__(self, tree, cache: FactsCache):
+        self.tree = tree
+        self.cache = cache
+
+    def path_of(self, module: str) -> tuple[str, bool] | None:
+        base = PY_ROOT + module.replace(".", "/")
+        if self.tree.exists(base + ".py"):
+            return base + ".py", False
+        if self.tree.exists(base + "/__init__.py"):
+            return base + "/__init__.py", True
+        return None
+
+    def is_module(self, module: str) -> bool:
+        return self.path_of(module) is not None
+
+    def facts(self, module: str) -> dict | None:
+        found = self.path_of(module)
+        if found is None:
+            return None
+        path, is_pkg = found
+        return self.facts_of_path(path, module, is_pkg)
+
+    def facts_of_path(self, path: str, module: str, is_pkg: bool) -> dict:
+        blob = self.tree.key(path)
+        key = f"{FACTS_VERSION}:{blob}:{module}:{int(is_pkg)}"
+        data = self.cache.get(key)
+        if data is None:
+            data = extract(self.tree.read(path) or b"", module, is_pkg)
+            self.cache.put(key, data)
+        return data
+
+    @staticmethod
+    def module_of(path: str) -> tuple[str, bool] | None:
+        if not path.startswith(PY_ROOT) or not path.endswith(".py"):
+            return None
+        dotted = path[len(PY_ROOT):-3].replace("/", ".")
+        if dotted.endswith(".__init__"):
+            return dotted[: -len(".__init__")], True
+        return dotted, False
+
+    # --- where names come from -------------------------------------------
+
+    def symbol(self, module: str, name: str, depth: int = 0) -> tuple | None:
+        """(kind, module, name) where module.name is really defined.
+
+        kind: 'class', 'function', 'variable', 'module', 'external' (imported
+        from outside sglang), 'dynamic' (a module __getattr__), or None.
+        """
+        if depth > 12:
+            return ("dynamic", module, name)
+        f = self.facts(module)
+        if f is None or "syntax_error" in f:
+            if self.is_module(f"{module}.{name}"):
+                return ("module", f"{module}.{name}", None)
+            return None if f is None else ("dynamic", module, name)
+        if name in f["classes"]:
+            return ("class", module, name)
+        if name in f["functions"]:
+            return ("function", module, name)
+        alias = f["aliases"].get(name)
+        if alias is not None:
+            src_mod, src_name = alias
+            if not src_mod.startswith("sglang"):
+                return ("external", src_mod, src_name)
+            if src_name is None:
+                return ("module", src_mod, None)
+            found = self.symbol(src_mod, src_name, depth + 1)
+            return found or ("external", src_mod, src_name)
+        if name in f["defs"]:
+            return ("variable", module, name)
+        if self.is_module(f"{module}.{name}"):
+            return ("module", f"{module}.{name}", None)
+        for star in f["stars"]:
+            if star.startswith("sglang") and not name.startswith("_"):
+                sf = self.facts(star)
+                if sf and sf.get("all") is not None and name not in sf["all"]:
+                    continue
+                found = self.symbol(star, name, depth + 1)
+                if found:
+                    return found
+        if f["getattr"]:
+            return ("dynamic", module, name)
+        return None
+
+    def class_facts(self, module: str, name: str) -> dict | None:
+        f = self.facts(module)
+        return f["classes"].get(name) if f and "classes" in f else None
+
+    def resolve_base(self, module: str, dotted: str) -> tuple | None:
+        """A base class expression written in module, resolved."""
+        head, _, rest = dotted.partition(".")
+        if not rest:
+            return self.symbol(module, head)
+        found = self.symbol(module, head)
+        if found and found[0] == "module":
+            return self.symbol(found[1], rest.split(".")[-1]) if "." not in rest else None
+        return ("external", dotted, None)
+
+    def init_params(self, module: str, name: str, depth: int = 0) -> set[str] | None:
+        """Keyword names the class accepts, following inheritance; None: anything."""
+        if depth > 12:
+            return None
+        cls = self.class_facts(module, name)
+        if cls is None:
+            return None
+        init = cls["methods"].get("__init__")
+        if init is not None:
+            own = set(init["params"])
+            if not init["kwargs"]:
+                return own
+            if not init["forwards_kwargs"]:
+                return None
+            base = self._first_sglang_base(module, cls)
+            if base is None:
+                return None
+            inherited = self.init_params(base[1], base[2], depth + 1)
+            return None if inherited is None else own | inherited
+        if cls["dataclass"]:
+            fields = set(cls["fields"])
+            base = self._first_sglang_base(module, cls)
+            if base:
+                inherited = self.init_params(base[1], base[2], depth + 1)
+                return None if inherited is None else fields | inherited
+            return fields
+        base = self._first_sglang_base(module, cls)
+        if base is None:
+            return None
+        return self.init_params(base[1], base[2], depth + 1)
+
+    def _first_sglang_base(self, module: str, cls: dict) -> tuple | None:
+        for b in cls["bases"]:
+            found = self.resolve_base(module, b)
+            if found and found[0] == "class":
+                return found
+            if found is None or found[0] in ("external", "dynamic", "variable"):
+                return None  # the first base decides __init__, and we cannot see it
+        return None
+
+    def methods(self, module: str, name: str, depth: int = 0) -> set[str]:
+        """Method names of a class, with those it inherits from sglang classes."""
+        cls = self.class_facts(module, name)
+        if cls is None or depth > 12:
+            return set()
+        out = set(cls["methods"])
+        for b in cls["bases"]:
+            found = self.resolve_base(module, b)
+            if found and found[0] == "class":
+                out |= self.methods(found[1], found[2], depth + 1)
+        return out

@@ -1,0 +1,550 @@
+"""The manifest, ``overlay.toml``: the one source of truth for the overlay.
+
+It names the upstream, the pinned ref and the commit that ref resolved to (the
+lock), the ordered units, and the models the overlay adds. Loading validates
+everything a later step relies on, so a bad manifest fails before anything is
+written, with one line naming the file, the key and the fix.
+
+Example::
+
+    [upstream]
+    url = "https://github.com/sgl-project/sglang.git"
+    ref = "v0.5.1"
+    commit = "<40-hex sha the ref resolved to>"
+
+    [[unit]]
+    name = "opt-model"
+    kind = "files"                 # files | patch | edit
+    description = "Native OPT model"
+    files = ["python/sglang/srt/models/opt.py"]   # under overlay/
+    forwarded = "no"               # no | not-needed | URL of the PR
+    # applied-upstream = "v0.5.2"  # set when upstream has it; the unit retires
+
+    [[model]]
+    architecture = "OPTForCausalLM"
+    unit = "opt-model"
+    hf-id = "facebook/opt-125m"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import patchfile
+from .errors import BadInput, ManifestError
+
+MANIFEST_NAME = "overlay.toml"
+OVERLAY_DIR = "overlay"
+DEFAULT_UPSTREAM = "https://github.com/sgl-project/sglang.git"
+KINDS = ("files", "patch", "edit")
+EDIT_OPS = ("register-multimodal", "register-mla", "add-model-case")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+TOP_KEYS = {"upstream", "unit", "model"}
+UPSTREAM_KEYS = {"url", "ref", "commit"}
+UNIT_KEYS = {
+    "name", "kind", "description", "forwarded", "applied-upstream", "requires",
+    "files", "patch", "edit", "models",
+}
+# ModelCase keyword arguments of upstream's generation suite, by manifest key.
+CASE_KEYS = {
+    "tp-size": ("tp_size", int),
+    "prefill-tolerance": ("prefill_tolerance", float),
+    "decode-tolerance": ("decode_tolerance", float),
+    "rouge-l-tolerance": ("rouge_l_tolerance", float),
+    "skip-long-prompt": ("skip_long_prompt", bool),
+    "trust-remote-code": ("trust_remote_code", bool),
+}
+MODEL_KEYS = {
+    "architecture", "unit", "hf-id", "multimodal", "mla", "family", "description",
+} | set(CASE_KEYS)
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    kind: str
+    description: str
+    forwarded: str = "no"
+    applied_upstream: str | None = None
+    requires: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # files units: upstream paths, stored under overlay/
+    patch: str | None = None  # patch units: path relative to the overlay root
+    edit: str | None = None  # edit units: the operation
+    models: tuple[str, ...] = ()  # edit units: the architectures it registers
+
+    @property
+    def retired(self) -> bool:
+        return self.applied_upstream is not None
+
+    @property
+    def summary(self) -> str:
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+@dataclass(frozen=True)
+class Model:
+    architecture: str
+    unit: str | None = None
+    hf_id: str | None = None
+    multimodal: bool = False
+    mla: bool = False
+    family: str | None = None
+    description: str | None = None
+    case: tuple[tuple[str, Any], ...] = ()  # ModelCase keyword arguments, in order
+
+
+@dataclass
+class Manifest:
+    root: Path
+    upstream_url: str
+    ref: str | None
+    commit: str | None
+    units: list[Unit]
+    models: list[Model] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def overlay_dir(self) -> Path:
+        return self.root / OVERLAY_DIR
+
+    @property
+    def active_units(self) -> list[Unit]:
+        return [u for u in self.units if not u.retired]
+
+    def unit(self, name: str) -> Unit:
+        for u in self.units:
+            if u.name == name:
+                return u
+        known = ", ".join(u.name for u in self.units) or "none"
+        raise BadInput(f"{MANIFEST_NAME}: no unit named '{name}'",
+                       f"use one of: {known}")
+
+    def model(self, architecture: str) -> Model:
+        for m in self.models:
+            if m.architecture == architecture:
+                return m
+        raise KeyError(architecture)
+
+    def models_of(self, unit: Unit) -> list[Model]:
+        if unit.kind == "edit":
+            return [self.model(a) for a in unit.models]
+        return [m for m in self.models if m.unit == unit.name]
+
+    def unit_files(self, unit: Unit) -> list[str]:
+        """The upstream paths a files unit writes, directories expanded, sorted."""
+        out: list[str] = []
+        for rel in unit.files:
+            src = self.overlay_dir / rel
+            if src.is_dir() and not src.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(src):
+                    dirnames.sort()
+                    for name in sorted(filenames):
+                        p = Path(dirpath) / name
+                        out.append(p.relative_to(self.overlay_dir).as_posix())
+            else:
+                out.append(rel)
+        return sorted(dict.fromkeys(out))
+
+
+def find_root(start: Path) -> Path:
+    """The overlay repository: start, or its nearest parent with the manifest."""
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / MANIFEST_NAME).is_file():
+            return d
+    raise BadInput(
+        f"no {MANIFEST_NAME} in {start} or any parent directory",
+        "run inside an overlay repository, pass -C DIR, or start one with "
+        "`overlay init DIR --upstream URL --sglang-ref REF`",
+    )
+
+
+class _Checker:
+    """Typed access to the manifest with errors that name file, key and fix."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, key: str, problem: str, fix: str):
+        raise ManifestError(self.file, key, problem, fix)
+
+    def table(self, data: Any, key: str) -> dict:
+        if not isinstance(data, dict):
+            self.fail(key, f"expected a table, got {_type(data)}",
+                      f"write it as [{key}] with key = value lines")
+        return data
+
+    def known(self, data: dict, allowed: set, where: str) -> None:
+        for k in data:
+            if k not in allowed:
+                self.fail(f"{where}.{k}" if where else k, "unknown key",
+                          f"remove it or use one of: {', '.join(sorted(allowed))}")
+
+    def string(self, data: dict, key: str, where: str, required: bool = False,
+               default: str | None = None) -> str | None:
+        if key not in data:
+            if required:
+                self.fail(f"{where}.{key}", "missing", f"add {key} = \"...\"")
+            return default
+        v = data[key]
+        if not isinstance(v, str):
+            self.fail(f"{where}.{key}", f"expected a string, got {_type(v)}",
+                      f"write it in quotes: {key} = \"...\"")
+        return v
+
+    def strings(self, data: dict, key: str, where: str) -> tuple[str, ...]:
+        v = data.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+            self.fail(f"{where}.{key}", f"expected a list of strings, got {_type(v)}",
+                      f'write it as {key} = ["..."]')
+        return tuple(v)
+
+    def boolean(self, data: dict, key: str, where: str) -> bool:
+        v = data.get(key, False)
+        if not isinstance(v, bool):
+            self.fail(f"{where}.{key}", f"expected true or false, got {_type(v)}",
+                      f"write {key} = true or {key} = false")
+        return v
+
+    def rel_path(self, value: str, key: str, what: str) -> str:
+        """A safe relative POSIX path: not absolute, no '..', no backslashes."""
+        p = PurePosixPath(value)
+        if not value or value.startswith("/") or re.match(r"^[A-Za-z]:", value):
+            self.fail(key, f"path '{value}' is absolute",
+                      f"write it relative to {what}")
+        if "\\" in value or ".." in p.parts or "." in p.parts:
+            self.fail(key, f"path '{value}' climbs out with '..' or is not normalized",
+                      f"write a plain path inside {what}")
+        return p.as_posix()
+
+
+def _type(v: Any) -> str:
+    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def load(root: Path, check_files: bool = True) -> Manifest:
+    """Load and validate root/overlay.toml (and, by default, the files it names)."""
+    path = root / MANIFEST_NAME
+    c = _Checker(MANIFEST_NAME)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: not found", "run `overlay init` to create it")
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(MANIFEST_NAME, "syntax", str(exc),
+                            "fix the TOML syntax at that line") from None
+    c.known(data, TOP_KEYS, "")
+
+    up = c.table(data.get("upstream", {}), "upstream")
+    c.known(up, UPSTREAM_KEYS, "upstream")
+    url = c.string(up, "url", "upstream", default=DEFAULT_UPSTREAM)
+    ref = c.string(up, "ref", "upstream")
+    commit = c.string(up, "commit", "upstream")
+    if commit is not None and not SHA_RE.match(commit):
+        c.fail("upstream.commit", f"'{commit}' is not a full 40-hex commit sha",
+               "remove it; the next `overlay apply` locks the pinned ref again")
+
+    raw_units = data.get("unit", [])
+    if not isinstance(raw_units, list):
+        c.fail("unit", f"expected [[unit]] tables, got {_type(raw_units)}",
+               "write each unit as a [[unit]] table")
+    units: list[Unit] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_units, 1):
+        units.append(_unit(c, raw, i, seen))
+
+    raw_models = data.get("model", [])
+    if not isinstance(raw_models, list):
+        c.fail("model", f"expected [[model]] tables, got {_type(raw_models)}",
+               "write each model as a [[model]] table")
+    models = [_model(c, raw, i) for i, raw in enumerate(raw_models, 1)]
+
+    m = Manifest(root=root, upstream_url=url, ref=ref, commit=commit,
+                 units=units, models=models)
+    _cross_check(c, m)
+    if check_files:
+        _check_files(c, m)
+    return m
+
+
+def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
+    where = f"unit[{i}]"
+    raw = c.table(raw, where)
+    name = c.string(raw, "name", where, required=True)
+    if not NAME_RE.match(name):
+        c.fail(f"{where}.name", f"'{name}' is not a valid unit name",
+               "use lowercase letters, digits, '.', '_' and '-'")
+    where = f"unit[{i}] '{name}'"
+    if name in seen:
+        c.fail(f"{where}.name", f"unit '{name}' is listed twice (also unit[{seen[name]}])",
+               "give each unit a unique name, or delete the duplicate")
+    seen[name] = i
+    c.known(raw, UNIT_KEYS, where)
+    kind = c.string(raw, "kind", where, required=True)
+    if kind not in KINDS:
+        c.fail(f"{where}.kind", f"'{kind}' is not a unit kind",
+               f"use one of: {', '.join(KINDS)}")
+    description = c.string(raw, "description", where, required=True)
+    forwarded = c.string(raw, "forwarded", where, default="no")
+    if forwarded not in ("no", "not-needed") and not re.match(r"^https?://\S+$", forwarded):
+        c.fail(f"{where}.forwarded", f"'{forwarded}' is not a forwarding status",
+               "use \"no\", \"not-needed\" or the URL of the upstream pull request")
+    applied = c.string(raw, "applied-upstream", where)
+    requires = c.strings(raw, "requires", where)
+    files: tuple[str, ...] = ()
+    patch = edit = None
+    models: tuple[str, ...] = ()
+    need = {"files": "files", "patch": "patch", "edit": "edit"}[kind]
+    for other in ("files", "patch", "edit", "models"):
+        if other in raw and other != need and not (kind == "edit" and other == "models"):
+            c.fail(f"{where}.{other}", f"a {kind} unit has no '{other}' key",
+                   f"remove it, or set kind = \"{other if other != 'models' else 'edit'}\"")
+    if kind == "files":
+        files = tuple(c.rel_path(p, f"{where}.files", f"{OVERLAY_DIR}/")
+                      for p in c.strings(raw, "files", where))
+        if not files:
+            c.fail(f"{where}.files", "missing or empty",
+                   'list the upstream paths it adds, e.g. files = ["python/sglang/..."]')
+    elif kind == "patch":
+        patch = c.rel_path(c.string(raw, "patch", where, required=True),
+                           f"{where}.patch", "the overlay repository")
+    else:
+        edit = c.string(raw, "edit", where, required=True)
+        if edit not in EDIT_OPS:
+            c.fail(f"{where}.edit", f"'{edit}' is not an edit operation",
+                   f"use one of: {', '.join(EDIT_OPS)}")
+        models = c.strings(raw, "models", where)
+        if not models:
+            c.fail(f"{where}.models", "missing or empty",
+                   'name the architectures it registers, e.g. models = ["OPTForCausalLM"]')
+    return Unit(name=name, kind=kind, description=description, forwarded=forwarded,
+                applied_upstream=applied, requires=requires, files=files,
+                patch=patch, edit=edit, models=models)
+
+
+def _model(c: _Checker, raw: Any, i: int) -> Model:
+    where = f"model[{i}]"
+    raw = c.table(raw, where)
+    arch = c.string(raw, "architecture", where, required=True)
+    if not IDENT_RE.match(arch):
+        c.fail(f"{where}.architecture", f"'{arch}' is not a class name",
+               "use the model class name, e.g. \"OPTForCausalLM\"")
+    where = f"model[{i}] '{arch}'"
+    c.known(raw, MODEL_KEYS, where)
+    case = []
+    for key, (kwarg, typ) in CASE_KEYS.items():
+        if key in raw:
+            v = raw[key]
+            ok = isinstance(v, bool) if typ is bool else (
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                and (typ is float or isinstance(v, int)))
+            if not ok:
+                c.fail(f"{where}.{key}", f"expected {typ.__name__}, got {_type(v)}",
+                       f"write {key} = {'true' if typ is bool else '1' if typ is int else '5e-2'}")
+            case.append((kwarg, float(v) if typ is float else v))
+    hf_id = c.string(raw, "hf-id", where)
+    if hf_id is not None and not re.match(r"^[\w.-]+/[\w.-]+$", hf_id):
+        c.fail(f"{where}.hf-id", f"'{hf_id}' is not a Hugging Face model id",
+               "write it as \"org/name\", e.g. \"facebook/opt-125m\"")
+    return Model(
+        architecture=arch,
+        unit=c.string(raw, "unit", where),
+        hf_id=hf_id,
+        multimodal=c.boolean(raw, "multimodal", where),
+        mla=c.boolean(raw, "mla", where),
+        family=c.string(raw, "family", where),
+        description=c.string(raw, "description", where),
+        case=tuple(case),
+    )
+
+
+def _cross_check(c: _Checker, m: Manifest) -> None:
+    names = [u.name for u in m.units]
+    for idx, u in enumerate(m.units):
+        for r in u.requires:
+            if r not in names:
+                c.fail(f"unit '{u.name}'.requires", f"no unit named '{r}'",
+                       f"use one of: {', '.join(names)}")
+            if names.index(r) >= idx:
+                c.fail(f"unit '{u.name}'.requires", f"'{r}' comes after '{u.name}'",
+                       f"move unit '{r}' above '{u.name}' in {MANIFEST_NAME}")
+    archs: dict[str, int] = {}
+    for i, mod in enumerate(m.models, 1):
+        if mod.architecture in archs:
+            c.fail(f"model[{i}].architecture",
+                   f"'{mod.architecture}' is declared twice (also model[{archs[mod.architecture]}])",
+                   "declare each architecture once")
+        archs[mod.architecture] = i
+        if mod.unit is not None and mod.unit not in names:
+            c.fail(f"model[{i}] '{mod.architecture}'.unit", f"no unit named '{mod.unit}'",
+                   f"use one of: {', '.join(names)}")
+    for u in m.units:
+        if u.kind != "edit":
+            continue
+        for arch in u.models:
+            if arch not in archs:
+                c.fail(f"unit '{u.name}'.models", f"'{arch}' is not a declared [[model]]",
+                       f"add a [[model]] with architecture = \"{arch}\"")
+            mod = m.models[archs[arch] - 1]
+            if u.edit == "register-multimodal" and not mod.multimodal:
+                c.fail(f"unit '{u.name}'.models",
+                       f"model '{arch}' is not declared multimodal = true",
+                       f"set multimodal = true on that [[model]] or drop it from this unit")
+            if u.edit == "register-mla" and not mod.mla:
+                c.fail(f"unit '{u.name}'.models", f"model '{arch}' is not declared mla = true",
+                       "set mla = true on that [[model]] or drop it from this unit")
+            if u.edit == "add-model-case" and not mod.hf_id:
+                c.fail(f"unit '{u.name}'.models", f"model '{arch}' has no hf-id",
+                       "set hf-id = \"org/name\" on that [[model]]")
+
+
+def _check_files(c: _Checker, m: Manifest) -> None:
+    """Every named file exists, overlay/ has no escaping symlink, no file is orphaned."""
+    overlay = m.overlay_dir
+    real_overlay = overlay.resolve()
+    if overlay.is_dir():
+        for dirpath, dirnames, filenames in os.walk(overlay):
+            for name in sorted(dirnames + filenames):
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    target = p.resolve()
+                    if target != real_overlay and real_overlay not in target.parents:
+                        rel = p.relative_to(m.root).as_posix()
+                        c.fail(f"{rel}", f"symlink points outside {OVERLAY_DIR}/ "
+                               f"(to {os.readlink(p)})",
+                               "replace it with the file itself or a link inside overlay/")
+    claimed: dict[str, str] = {}
+    patches: dict[str, str] = {}
+    for u in m.active_units:
+        if u.kind == "files":
+            for rel in u.files:
+                if not (overlay / rel).exists():
+                    c.fail(f"unit '{u.name}'.files", f"{OVERLAY_DIR}/{rel} does not exist",
+                           f"add the file under {OVERLAY_DIR}/ or remove it from the list")
+            for rel in m.unit_files(u):
+                if rel in claimed:
+                    c.fail(f"unit '{u.name}'.files",
+                           f"{OVERLAY_DIR}/{rel} is also in unit '{claimed[rel]}'",
+                           "list each overlay file in one unit only")
+                claimed[rel] = u.name
+        elif u.kind == "patch":
+            if u.patch in patches:
+                c.fail(f"unit '{u.name}'.patch",
+                       f"{u.patch} is also the patch of unit '{patches[u.patch]}'",
+                       "give each patch unit its own file")
+            patches[u.patch] = u.name
+            _check_patch(c, m, u)
+    if overlay.is_dir():
+        retired_files = {rel for u in m.units if u.retired and u.kind == "files"
+                         for rel in m.unit_files(u)}
+        for dirpath, dirnames, filenames in os.walk(overlay):
+            dirnames.sort()
+            for name in sorted(filenames):
+                rel = (Path(dirpath) / name).relative_to(overlay).as_posix()
+                if rel not in claimed and rel not in retired_files and name != ".gitkeep":
+                    c.fail(f"{OVERLAY_DIR}/{rel}", "is not in any files unit",
+                           "add it to a [[unit]] of kind files, or delete it")
+
+
+def _check_patch(c: _Checker, m: Manifest, u: Unit) -> None:
+    key = f"unit '{u.name}'.patch"
+    path = m.root / u.patch
+    if not path.is_file():
+        c.fail(key, f"{u.patch} does not exist",
+               "create it with `git format-patch --full-index` or fix the path")
+    try:
+        parsed = patchfile.parse(path.read_bytes())
+    except patchfile.NotAPatch as exc:
+        c.fail(key, f"{u.patch} is not a patch ({exc})",
+               "regenerate it with `git format-patch --full-index`")
+    for f in parsed.files:
+        for p in (f.old_path, f.new_path):
+            if p is not None:
+                c.rel_path(p, f"{key} ({u.patch})", "the upstream tree")
+    bad = patchfile.abbreviated_index(parsed)
+    if bad:
+        c.fail(key, f"{u.patch} has no full index line for {bad[0]}",
+               "regenerate it with `git format-patch --full-index` so 3-way merges work")
+
+
+# --- writing ----------------------------------------------------------------
+# Edits go through tomlkit so the user's comments, order and layout survive.
+
+
+def _rewrite(root: Path, change) -> None:
+    import tomlkit
+
+    path = root / MANIFEST_NAME
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    change(doc)
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_lock(root: Path, ref: str, commit: str) -> None:
+    """Pin ref and lock it at commit."""
+
+    def change(doc):
+        import tomlkit
+
+        if "upstream" not in doc:
+            doc["upstream"] = tomlkit.table()
+        doc["upstream"]["ref"] = ref
+        doc["upstream"]["commit"] = commit
+
+    _rewrite(root, change)
+
+
+def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
+    """Set (or, with None, remove) keys of the unit called name.
+
+    Keyword names use '_' for the manifest's '-' (applied_upstream=...).
+    """
+
+    def change(doc):
+        for table in doc.get("unit", []):
+            if table.get("name") == name:
+                for k, v in keys.items():
+                    key = k.replace("_", "-")
+                    if v is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = v
+                return
+        raise KeyError(name)
+
+    _rewrite(root, change)
+
+
+def append_unit(root: Path, fields: dict[str, Any]) -> None:
+    """Add a [[unit]] table at the end of the unit list."""
+
+    def change(doc):
+        import tomlkit
+
+        table = tomlkit.table()
+        for k, v in fields.items():
+            table[k] = v
+        if "unit" not in doc:
+            doc["unit"] = tomlkit.aot()
+        doc["unit"].append(table)
+
+    _rewrite(root, change)

@@ -1,0 +1,45 @@
+"""An unfinished operation (a conflict to resolve), kept in <overlay>/.overlay/.
+
+``overlay apply`` and ``overlay upgrade`` write it when they stop on a
+conflict; ``overlay refresh --continue`` and ``--abort`` read and clear it.
+The directory ignores itself (its .gitignore says ``*``), so it never shows
+up in the overlay repository's ``git status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+STATE_DIR = ".overlay"
+STATE_FILE = "state.json"
+
+
+def state_dir(root: Path) -> Path:
+    d = root / STATE_DIR
+    if not d.exists():
+        d.mkdir(parents=True)
+        (d / ".gitignore").write_text("*\n")
+    return d
+
+
+def save(root: Path, data: dict) -> Path:
+    path = state_dir(root) / STATE_FILE
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(root: Path) -> dict | None:
+    path = root / STATE_DIR / STATE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def clear(root: Path) -> None:
+    path = root / STATE_DIR / STATE_FILE
+    if path.exists():
+        path.unlink()

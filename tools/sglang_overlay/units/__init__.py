@@ -1,0 +1,134 @@
+"""Overlay units and the staging area they are applied to.
+
+A unit is applied to a ``Stage``: a temporary index over the upstream commit
+in the overlay's workspace. Nothing is checked out while units are applied;
+blobs are written to the object store and the index is updated, so applying
+is as fast as git's plumbing and never touches a user's files. Only the final
+result is checked out, into the target worktree.
+
+Each kind has a module with ``apply(ctx, unit) -> Outcome``:
+``files`` (copy whole files), ``patch`` (git patches, with a 3-way fallback)
+and ``edit`` (declarative edits carried out on the syntax tree).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..gitutil import Git, GitError, Result
+from ..manifest import Manifest, Unit
+
+APPLIED = "applied"
+APPLIED_3WAY = "applied-3way"
+ALREADY_UPSTREAM = "already-upstream"
+UPSTREAM_PROVIDES = "upstream-provides"
+CONFLICT = "conflict"
+RETIRED = "retired"
+LINT_ERROR = "lint-error"
+OK_STATUSES = (APPLIED, APPLIED_3WAY, ALREADY_UPSTREAM, UPSTREAM_PROVIDES, RETIRED)
+
+
+@dataclass
+class Outcome:
+    status: str
+    files: list[str] = field(default_factory=list)
+    detail: str = ""
+    hunks: list[str] = field(default_factory=list)
+    # patch units: whether the stored patch is stale against this base
+    # (applied at an offset or by 3-way), so `upgrade` regenerates it
+    stale: bool = False
+
+
+class Stage:
+    """A temporary index over a commit, in a workspace repository."""
+
+    def __init__(self, git: Git, index_file: Path, commit: str):
+        self.git = git.with_env(GIT_INDEX_FILE=str(index_file))
+        self.head = commit
+        self.git.run("read-tree", commit)
+
+    def entry(self, path: str) -> tuple[str, str] | None:
+        """(mode, blob sha) of path in the index, or None."""
+        out = self.git.run("ls-files", "--stage", "--", path)
+        for line in out.splitlines():
+            meta, _, name = line.partition("\t")
+            if name == path:
+                mode, sha, _stage = meta.split()
+                return mode, sha
+        return None
+
+    def read(self, path: str) -> bytes | None:
+        e = self.entry(path)
+        return self.git.object_bytes(e[1]) if e else None
+
+    def hash(self, data: bytes) -> str:
+        return self.git.run("hash-object", "-w", "--stdin", stdin=data)
+
+    def write(self, path: str, data: bytes, mode: str = "100644") -> None:
+        sha = self.hash(data)
+        self.git.run("update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}")
+
+    def apply(self, patch: Path | bytes, *flags: str) -> Result:
+        if isinstance(patch, bytes):
+            return self.git.result("apply", "--cached", *flags, "-", stdin=patch)
+        return self.git.result("apply", "--cached", *flags, str(patch))
+
+    def unmerged(self) -> list[str]:
+        out = self.git.run("ls-files", "--unmerged")
+        return sorted({line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line})
+
+    def tree(self) -> str:
+        return self.git.run("write-tree")
+
+    def reset(self, commit: str | None = None) -> None:
+        self.git.run("read-tree", commit or self.head)
+
+    def commit(self, message: str, env: dict[str, str]) -> str | None:
+        """Commit the index on top of head; None when nothing changed."""
+        tree = self.tree()
+        if tree == self.git.run("rev-parse", f"{self.head}^{{tree}}"):
+            return None
+        sha = self.git.run("commit-tree", tree, "-p", self.head, "-F", "-",
+                           stdin=message.encode(), env=env)
+        self.head = sha
+        return sha
+
+
+def file_payload(path: Path) -> tuple[bytes, str]:
+    """(contents, git mode) of an overlay file; symlinks as links."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return os.readlink(path).encode(), "120000"
+    mode = "100755" if st.st_mode & 0o111 else "100644"
+    return path.read_bytes(), mode
+
+
+@dataclass
+class Context:
+    """What a unit may use while it is applied."""
+
+    manifest: Manifest
+    stage: Stage
+    ref: str
+    # whether path existed in the pinned upstream commit (None: unknown)
+    existed_at_pin: Callable[[str], bool | None]
+    # make the blobs a patch was made on available for 3-way merges
+    ensure_patch_base: Callable[[], bool]
+
+
+def apply_unit(ctx: Context, unit: Unit) -> Outcome:
+    from . import edit, files, patch
+
+    module = {"files": files, "patch": patch, "edit": edit}[unit.kind]
+    return module.apply(ctx, unit)
+
+
+__all__ = [
+    "APPLIED", "APPLIED_3WAY", "ALREADY_UPSTREAM", "UPSTREAM_PROVIDES", "CONFLICT",
+    "RETIRED", "LINT_ERROR", "OK_STATUSES", "Outcome", "Stage", "Context",
+    "apply_unit", "file_payload", "GitError",
+]

@@ -1,0 +1,52 @@
+"""`files` units: whole files under overlay/ that add or replace upstream files."""
+
+from __future__ import annotations
+
+import difflib
+
+from ..manifest import Unit
+from . import (
+    ALREADY_UPSTREAM,
+    APPLIED,
+    UPSTREAM_PROVIDES,
+    Context,
+    Outcome,
+    file_payload,
+)
+
+
+def diff_summary(ours: bytes, theirs: bytes) -> str:
+    """'+a -b lines' from upstream's file to the overlay's."""
+    a = theirs.decode("utf-8", "replace").splitlines()
+    b = ours.decode("utf-8", "replace").splitlines()
+    added = removed = 0
+    for line in difflib.unified_diff(a, b, lineterm="", n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return f"upstream's {len(a)} lines vs ours {len(b)} (+{added} -{removed})"
+
+
+def apply(ctx: Context, unit: Unit) -> Outcome:
+    stage = ctx.stage
+    changed: list[str] = []
+    provides: list[str] = []
+    notes: list[str] = []
+    for rel in ctx.manifest.unit_files(unit):
+        data, mode = file_payload(ctx.manifest.overlay_dir / rel)
+        current = stage.entry(rel)
+        if current is not None and current == (mode, stage.hash(data)):
+            continue
+        if current is not None and ctx.existed_at_pin(rel) is False:
+            theirs = stage.read(rel) or b""
+            provides.append(rel)
+            notes.append(f"{rel}: {diff_summary(data, theirs)}")
+        stage.write(rel, data, mode)
+        changed.append(rel)
+    if not changed:
+        return Outcome(ALREADY_UPSTREAM, ctx.manifest.unit_files(unit),
+                       "identical to upstream's files")
+    if provides:
+        return Outcome(UPSTREAM_PROVIDES, provides, "; ".join(notes))
+    return Outcome(APPLIED, changed)

@@ -1,0 +1,352 @@
+"""The upstream side: the cache, its mirrors, fetching refs, and worktrees.
+
+Layout of the cache (``$SGLANG_OVERLAY_CACHE``, else ``$XDG_CACHE_HOME/sglang-overlay``,
+else ``~/.cache/sglang-overlay``)::
+
+    mirrors/<name>-<hash>.git       one shallow bare mirror per upstream URL
+    mirrors/<name>-<hash>.git.lock  its file lock (fetches, ref updates)
+    workspaces/<name>-<hash>.git    one per overlay repository: its commits,
+                                    branches and worktrees; objects are
+                                    borrowed from the mirror (alternates)
+
+Only what a ref needs is fetched: a depth-1 fetch of the ref, and, when a
+patch needs a 3-way merge, a depth-1 fetch of the commit it was made on.
+The locks are ``flock`` locks, released by the kernel when a process dies, so
+``kill -9`` never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import git as gitpython
+from filelock import FileLock
+
+from .errors import BadInput
+from .gitutil import Git, GitError
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+LOCK_TIMEOUT = 600
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SGLANG_OVERLAY_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "sglang-overlay"
+
+
+def _slug(text: str, extra: str = "") -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "-", Path(urlparse(text).path or text).name)
+    name = name.removesuffix("-git").strip("-")[:40] or "repo"
+    digest = hashlib.sha256((text + extra).encode()).hexdigest()[:12]
+    return f"{name}-{digest}"
+
+
+def normalize_url(url_or_path: str, base: Path | None = None) -> str:
+    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", url_or_path) or re.match(
+        r"^[\w.-]+@[\w.-]+:", url_or_path
+    ):
+        if url_or_path.startswith("file://"):
+            _require_local_repo(Path(url_or_path[len("file://"):]), url_or_path)
+        return url_or_path
+    path = Path(url_or_path).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    path = path.resolve()
+    _require_local_repo(path, url_or_path)
+    return "file://" + str(path)
+
+
+def _require_local_repo(path: Path, given: str) -> None:
+    if not path.exists():
+        raise BadInput(f"upstream '{given}' does not exist",
+                       "pass --upstream a git URL or the path of an SGLang clone")
+    r = Git(path).result("rev-parse", "--git-dir")
+    if not r.ok:
+        raise BadInput(f"upstream '{given}' is not a git repository",
+                       "pass --upstream a git URL or the path of an SGLang clone")
+
+
+@dataclass
+class Resolved:
+    ref: str
+    commit: str
+    refname: str | None  # the upstream ref it came from (refs/tags/...), if any
+
+
+class _Progress(gitpython.RemoteProgress):
+    """Fetch progress on one terminal line (only when stderr is a terminal)."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+        self.shown = False
+
+    def update(self, op_code, cur_count, max_count=None, message=""):
+        stage = {self.COUNTING: "counting", self.COMPRESSING: "compressing",
+                 self.RECEIVING: "receiving", self.RESOLVING: "resolving"}.get(
+            op_code & self.OP_MASK, "fetching")
+        pct = f" {int(100 * cur_count / max_count):3d}%" if max_count else ""
+        sys.stderr.write(f"\r{self.label}: {stage}{pct} ({int(cur_count)} objects)\033[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self):
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Mirror:
+    """A shallow bare mirror of one upstream URL."""
+
+    def __init__(self, cache: "Cache", url: str):
+        self.url = url
+        self.path = cache.root / "mirrors" / f"{_slug(url)}.git"
+        self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
+        self.git = Git(self.path) if self.path.exists() else None
+        self.fetches = 0  # how many fetches this process made (for reports)
+
+    def ensure(self) -> None:
+        if (self.path / "HEAD").exists():
+            self.git = self.git or Git(self.path)
+            return
+        with self.lock:
+            if (self.path / "HEAD").exists():
+                self.git = Git(self.path)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
+            g = Git(tmp)
+            g.run("init", "--quiet", "--bare", str(tmp))
+            g.run("config", "remote.origin.url", self.url)
+            g.run("config", "gc.auto", "0")
+            os.rename(tmp, self.path)
+            self.git = Git(self.path)
+
+    def has_commit(self, sha: str) -> bool:
+        return self.git is not None and self.git.result(
+            "cat-file", "-e", f"{sha}^{{commit}}").ok
+
+    def ls_remote(self, ref: str) -> Resolved | None:
+        """What ref names on the upstream right now (tags first, then branches)."""
+        repo = gitpython.Git()
+        try:
+            out = repo.execute(
+                ["git", "ls-remote", self.url, ref, f"{ref}^{{}}"],
+                env={"GIT_TERMINAL_PROMPT": "0"},
+            )
+        except gitpython.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().replace("\n", " ")
+            if "does not appear to be a git repository" in stderr or "not a git repository" in stderr:
+                raise BadInput(f"upstream '{self.url}' is not a git repository",
+                               "pass --upstream a git URL or the path of an SGLang clone")
+            raise BadInput(f"cannot reach upstream '{self.url}': {stderr}",
+                           "check the URL and the network, or pass --offline "
+                           "to use what the cache already has") from None
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            refs[name] = sha
+        for name in (f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
+            peeled = refs.get(f"{name}^{{}}")
+            if peeled or name in refs:
+                return Resolved(ref, peeled or refs[name], name)
+        return None
+
+    def _local_name(self, refname: str) -> str:
+        if refname.startswith("refs/tags/"):
+            return refname
+        return "refs/overlay/" + refname.removeprefix("refs/")
+
+    def fetch(self, what: str, dest: str | None, label: str) -> None:
+        """Depth-1 fetch of a ref name or a commit sha into the mirror."""
+        refspec = f"+{what}:{dest}" if dest else what
+        progress = _Progress(label) if sys.stderr.isatty() else None
+        try:
+            self._fetch(refspec, progress)
+        finally:
+            if progress:
+                progress.done()
+        self.fetches += 1
+
+    def _fetch(self, refspec: str, progress) -> None:
+        repo = gitpython.Repo(str(self.path))
+        try:
+            repo.remote("origin").fetch(refspec, depth=1, no_tags=True,
+                                        progress=progress)
+        except gitpython.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().replace("\n", " ")
+            raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
+                           "check that the ref exists upstream and the network works")
+        finally:
+            repo.close()
+
+    def resolve(self, ref: str, offline: bool = False) -> Resolved:
+        """The commit ref names upstream, fetched (depth 1) if the mirror lacks it."""
+        self.ensure()
+        if SHA_RE.match(ref):
+            if not self.has_commit(ref):
+                if offline:
+                    raise BadInput(f"commit {ref} is not in the cache",
+                                   "run without --offline to fetch it")
+                with self.lock:
+                    if not self.has_commit(ref):
+                        self.fetch(ref, None, f"fetching {ref[:12]}")
+                if not self.has_commit(ref):
+                    raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
+                                   "pass a tag, a branch or a commit that exists upstream")
+            return Resolved(ref, ref, None)
+        if offline:
+            for name in (f"refs/tags/{ref}", f"refs/overlay/heads/{ref}"):
+                sha = self.git.rev(f"{name}^{{commit}}")
+                if sha:
+                    return Resolved(ref, sha, name)
+            raise BadInput(f"ref '{ref}' is not in the cache",
+                           "run without --offline to fetch it")
+        remote = self.ls_remote(ref)
+        if remote is None:
+            raise BadInput(
+                f"unknown ref '{ref}' in upstream '{self.url}'",
+                f"list the tags with `git ls-remote --tags {self.url}` and pass one "
+                "with --sglang-ref",
+            )
+        if not self.has_commit(remote.commit):
+            with self.lock:
+                if not self.has_commit(remote.commit):
+                    self.fetch(remote.refname, self._local_name(remote.refname),
+                               f"fetching {ref}")
+        elif remote.refname and self.git.rev(self._local_name(remote.refname)) is None:
+            with self.lock:
+                self.git.run("update-ref", self._local_name(remote.refname), remote.commit)
+        if not self.has_commit(remote.commit):
+            raise BadInput(f"fetching '{ref}' from '{self.url}' did not bring commit "
+                           f"{remote.commit}", "check the upstream repository")
+        return remote
+
+    def ensure_commit(self, sha: str, label: str) -> bool:
+        """Fetch a commit (depth 1) if missing; False when upstream cannot give it."""
+        self.ensure()
+        if self.has_commit(sha):
+            return True
+        with self.lock:
+            if self.has_commit(sha):
+                return True
+            try:
+                self.fetch(sha, None, label)
+            except BadInput:
+                return False
+        return self.has_commit(sha)
+
+
+class Workspace:
+    """Per-overlay bare repository: its commits, branches and worktrees.
+
+    Objects come from the mirror through alternates, and the mirror's shallow
+    list is shared by a symlink, so nothing is copied.
+    """
+
+    def __init__(self, cache: "Cache", mirror: Mirror, overlay_root: Path):
+        self.mirror = mirror
+        self.overlay_root = overlay_root
+        key = str(overlay_root.resolve())
+        self.path = cache.root / "workspaces" / f"{_slug(key, mirror.url)}.git"
+        self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
+        self._git: Git | None = None
+
+    @property
+    def git(self) -> Git:
+        if self._git is None:
+            self.ensure()
+            self._git = Git(self.path)
+        return self._git
+
+    def ensure(self) -> None:
+        if (self.path / "HEAD").exists():
+            return
+        self.mirror.ensure()
+        with self.lock:
+            if (self.path / "HEAD").exists():
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
+            g = Git(tmp)
+            g.run("init", "--quiet", "--bare", str(tmp))
+            g.run("config", "gc.auto", "0")
+            g.run("config", "overlay.root", str(self.overlay_root.resolve()))
+            (tmp / "objects" / "info" / "alternates").write_text(
+                str(self.mirror.path / "objects") + "\n")
+            os.symlink(self.mirror.path / "shallow", tmp / "shallow")
+            os.rename(tmp, self.path)
+
+    # --- worktrees ---------------------------------------------------------
+
+    def worktrees(self) -> dict[Path, dict[str, str]]:
+        """Registered worktrees: path -> {'HEAD': sha, 'branch': ref, ...}."""
+        out = self.git.run("worktree", "list", "--porcelain")
+        trees: dict[Path, dict[str, str]] = {}
+        current: dict[str, str] | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                current = {}
+                trees[Path(line[len("worktree "):])] = current
+            elif current is not None and line:
+                key, _, value = line.partition(" ")
+                current[key] = value
+        return trees
+
+    def owns(self, path: Path) -> bool:
+        """Whether path is a worktree of this workspace."""
+        gitfile = path / ".git"
+        if not gitfile.is_file():
+            return False
+        text = gitfile.read_text().strip()
+        if not text.startswith("gitdir: "):
+            return False
+        gitdir = Path(text[len("gitdir: "):])
+        try:
+            return gitdir.resolve().parent.parent == self.path.resolve()
+        except OSError:
+            return False
+
+    def add_worktree(self, path: Path, commit: str) -> None:
+        self.git.run("worktree", "add", "--quiet", "--detach", str(path), commit)
+
+    def remove_worktree(self, path: Path) -> None:
+        if path.exists():
+            r = self.git.result("worktree", "remove", "--force", "--force", str(path))
+            if not r.ok and path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+        self.git.result("worktree", "prune")
+
+    def move_worktree(self, src: Path, dst: Path) -> None:
+        self.git.run("worktree", "move", str(src), str(dst))
+
+    def prune(self) -> None:
+        self.git.result("worktree", "prune")
+
+
+class Cache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+
+    def mirror(self, url: str) -> Mirror:
+        return Mirror(self, url)
+
+    def workspace(self, mirror: Mirror, overlay_root: Path) -> Workspace:
+        return Workspace(self, mirror, overlay_root)
+
+
+def describe_git_error(exc: GitError) -> str:
+    return exc.stderr.splitlines()[-1] if exc.stderr else str(exc)
