@@ -1,0 +1,27 @@
+"""Shared fixtures: a real SGLang upstream built from PyPI releases, caches,
+and helpers to write overlays and run the CLI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import local_upstream  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Path:
+    """Bare repo: v0.5.1 .. v0.5.6 (ten releases) and v0.5.8, tagged, one history."""
+    return local_upstream.build_upstream(local_upstream.DEFAULT_RELEASES)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One overlay cache for the session, so mirrors are fetched once."""
+    return tmp_path_factory.mktemp("overlay-cache")

@@ -1,0 +1,133 @@
+"""Helpers for tests: run the CLI, write overlays, make real patches."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from sglang_overlay.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+def overlay(*args: str, cache: Path | None = None) -> Run:
+    """Run `overlay ARGS` in this process."""
+    argv = ([f"--cache-dir={cache}"] if cache else []) + [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return Run(rc, out.getvalue(), err.getvalue())
+
+
+def overlay_proc(*args: str, cache: Path | None = None, **kw) -> subprocess.Popen:
+    """Start `overlay ARGS` as a separate process."""
+    argv = ([f"--cache-dir={cache}"] if cache else []) + [str(a) for a in args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
+    return subprocess.Popen([sys.executable, "-m", "sglang_overlay", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
+
+
+def git(cwd: Path, *args: str, input: bytes | None = None, raw: bool = False) -> str:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                         env=env, input=input).stdout.decode()
+    return out if raw else out.strip()
+
+
+def upstream_file(upstream: Path, ref: str, path: str) -> str:
+    return git(upstream, "show", f"{ref}:{path}", raw=True)
+
+
+def make_patch(upstream: Path, ref: str, work: Path, edits: dict, subject: str) -> bytes:
+    """A git-format-patch (full index) of edits made on a checkout of ref.
+
+    edits maps a path to a function old_text -> new_text.
+    """
+    clone = work / f"clone-{abs(hash((ref, subject))) % 10**8}"
+    if not clone.exists():
+        git(work, "clone", "-q", "--no-checkout", str(upstream), str(clone))
+    git(clone, "checkout", "-q", "--force", "--detach", ref)
+    for path, fn in edits.items():
+        p = clone / path
+        p.write_text(fn(p.read_text()))
+    git(clone, "commit", "-q", "-am", subject)
+    return subprocess.run(
+        ["git", "format-patch", "-1", "--stdout", "--full-index", "--zero-commit",
+         "--no-signature", "HEAD"], cwd=clone, check=True, capture_output=True,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}).stdout
+
+
+def write_overlay(root: Path, upstream: Path | str, units: list[dict], files: dict | None = None,
+                  ref: str = "v0.5.1", models: list[dict] | None = None,
+                  commit: bool = True, extra_toml: str = "") -> Path:
+    """An overlay repository at root with the given units, files and patches.
+
+    files maps a path relative to root to str/bytes contents.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, data in (files or {}).items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    lines = ["[upstream]", f'url = "{upstream}"', f'ref = "{ref}"', ""]
+    for u in units:
+        lines.append("[[unit]]")
+        for k, v in u.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        lines.append("")
+    for m in models or []:
+        lines.append("[[model]]")
+        for k, v in m.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        lines.append("")
+    (root / "overlay.toml").write_text("\n".join(lines) + extra_toml)
+    (root / "overlay").mkdir(exist_ok=True)
+    if commit and not (root / ".git").exists():
+        git(root, "init", "-q")
+    if commit:
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "--allow-empty", "-m", "overlay")
+    return root
+
+
+def tree_snapshot(path: Path) -> dict:
+    """Every file under path (not .git) with its bytes, for 'nothing changed' checks."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for n in filenames:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(path))] = p.read_bytes() if not p.is_symlink() else os.readlink(p)
+    return out
+
+
+MODEL_FILE = textwrap.dedent('''\
+    from sglang.srt.models.llama import LlamaForCausalLM
+
+
+    class MyLlamaForCausalLM(LlamaForCausalLM):
+        pass
+
+
+    EntryClass = MyLlamaForCausalLM
+    ''')
