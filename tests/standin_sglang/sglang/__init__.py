@@ -1,0 +1,1 @@
+"""CPU stand-in package for `sglang` (see tests/standin_sglang)."""

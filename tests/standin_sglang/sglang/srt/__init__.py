@@ -1,0 +1,1 @@
+"""CPU stand-in package for `sglang.srt` (see tests/standin_sglang)."""
