@@ -68,6 +68,173 @@ def apply(opts: Options, **kwargs) -> int:
     return cmd.run(opts, **kwargs)
 
 
+@cli.command()
+@ref_option
+@upstream_option
+@offline_option
+@json_option
+@pass_options
+def lint(opts: Options, **kwargs) -> int:
+    """Static checks of the patched tree (registry, API drift, config); no GPU."""
+    from .commands import lint as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--upstream", metavar="URL|PATH", required=True,
+              help="The upstream SGLang repository (URL or local path).")
+@ref_option
+@offline_option
+@pass_options
+def init(opts: Options, **kwargs) -> int:
+    """Start an empty overlay in DIRECTORY, pinned and locked to an upstream ref."""
+    from .commands import init as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--sglang-ref", "sglang_refs", metavar="REF", multiple=True,
+              help="A ref to check (repeatable).")
+@click.option("--tags", metavar="GLOB", help="Check every upstream tag matching GLOB, e.g. 'v0.5.*'.")
+@upstream_option
+@offline_option
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the matrix as a markdown file.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+              help="Parallel workers (default: the number of cores).")
+@json_option
+@pass_options
+def check(opts: Options, **kwargs) -> int:
+    """Dry-run apply + lint on several refs: a unit-by-ref compatibility matrix."""
+    from .commands import check as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--to", "to_ref", metavar="REF", required=True, help="The new upstream ref.")
+@click.option("--yes", is_flag=True, help="Retire every unit upstream now provides, without asking.")
+@upstream_option
+@offline_option
+@json_option
+@pass_options
+def upgrade(opts: Options, **kwargs) -> int:
+    """Move the pin to REF: retire upstreamed units, regenerate stale patches."""
+    from .commands import upgrade as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--worktree", type=click.Path(path_type=Path), metavar="PATH",
+              help="The applied worktree to read (default: the pinned ref's).")
+@click.option("--continue", "continue_", is_flag=True,
+              help="Finish an apply or upgrade that stopped on a conflict.")
+@click.option("--abort", is_flag=True, help="Drop an unfinished apply or upgrade.")
+@json_option
+@pass_options
+def refresh(opts: Options, **kwargs) -> int:
+    """Write edits made in an applied worktree back into the overlay."""
+    from .commands import refresh as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--from", "source", metavar="PATH_OR_REV", required=True,
+              help="The fork: a path to its checkout, or a revision in the upstream.")
+@click.option("--base", metavar="REF", help="Upstream ref to diff against (default: the pinned ref).")
+@upstream_option
+@offline_option
+@json_option
+@pass_options
+def capture(opts: Options, **kwargs) -> int:
+    """Turn an existing fork into overlay units."""
+    from .commands import capture as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@ref_option
+@upstream_option
+@offline_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Where the wheel goes (default: dist/ in the overlay).")
+@click.option("--repack", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="UPSTREAM_WHEEL",
+              help="Patch upstream's official wheel instead of building from source.")
+@json_option
+@pass_options
+def build(opts: Options, **kwargs) -> int:
+    """Build a reproducible wheel of the patched tree (version +overlay.<hash>)."""
+    from .commands import build as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--python", "python", metavar="PATH", help="Interpreter of the target environment.")
+@click.option("--no-deps", is_flag=True, help="Do not install dependencies.")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Wheel to install (default: the newest one `overlay build` made).")
+@json_option
+@pass_options
+def install(opts: Options, **kwargs) -> int:
+    """Install the built wheel into an environment."""
+    from .commands import install as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--python", "python", metavar="PATH", help="Interpreter of the environment to inspect.")
+@json_option
+@pass_options
+def verify(opts: Options, **kwargs) -> int:
+    """Check an installed patched sglang against the current overlay."""
+    from .commands import verify as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command(name="test")
+@click.option("--model", "models", metavar="HF_ID", multiple=True,
+              help="Model to run (repeatable; default: every model the overlay declares).")
+@click.option("--dry-run", is_flag=True, help="Print the exact commands and environment.")
+@ref_option
+@click.option("--worktree", type=click.Path(path_type=Path), metavar="PATH",
+              help="Patched checkout holding the suite (default: the pinned ref's worktree).")
+@click.option("--python", "python", metavar="PATH", help="Interpreter with the patched sglang.")
+@json_option
+@pass_options
+def test_(opts: Options, **kwargs) -> int:
+    """Run SGLang's generation-model suite for the overlay's models (needs CUDA)."""
+    from .commands import test as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
+@cli.command()
+@click.option("--unit", "unit_name", metavar="NAME", required=True, help="The unit to send upstream.")
+@click.option("--base", metavar="REF", help="Upstream ref to base the branch on (default: the pinned ref).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Where the patch series and PR_BODY.md go (default: pr/<unit>/).")
+@click.option("--push", metavar="REMOTE", help="Push the branch to REMOTE (never without this flag).")
+@upstream_option
+@offline_option
+@json_option
+@pass_options
+def pr(opts: Options, **kwargs) -> int:
+    """Prepare an upstream-ready pull request for one unit."""
+    from .commands import pr as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="overlay", standalone_mode=False)

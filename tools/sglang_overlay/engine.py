@@ -18,7 +18,7 @@ import git as gitpython
 
 from . import manifest as manifest_mod
 from . import patchfile
-from .errors import BadInput
+from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
 from .units import (
@@ -254,6 +254,36 @@ class Session:
             tree = stage.tree()
         return Build(ref=base.ref, base=base.commit, head=stage.head, tree=tree,
                      results=results)
+
+
+    def build_ref(self, ref: str | None = None) -> Build:
+        """Resolve ref (default: the pin, honouring the lock) and build on it.
+
+        Raises Findings when a unit conflicts, naming the units.
+        """
+        ref = ref or self.manifest.ref
+        if not ref:
+            raise BadInput(f"{manifest_mod.MANIFEST_NAME}: upstream.ref: missing and no "
+                           "--sglang-ref given", 'pin one with ref = "v0.5.1" under [upstream]')
+        base, lock = self.resolve_pinned(ref)
+        if lock.status == "mismatch":
+            sys.stderr.write(lock.message + "\n")
+        build = self.build(base)
+        if not build.ok:
+            names = ", ".join(r.unit.name for r in build.conflicts)
+            raise Findings(f"the overlay does not apply on {ref}: conflict in {names}",
+                           f"run `overlay apply --sglang-ref {ref}` to resolve it")
+        return build
+
+    def export(self, commit: str, dest: Path, paths: tuple[str, ...] = ()) -> None:
+        """Write the files of commit (optionally only under paths) into dest."""
+        import io
+        import tarfile
+
+        data = self.workspace.git.run_bytes("archive", "--format=tar", commit, *paths)
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
 
 
 def progress(message: str) -> None:

@@ -17,7 +17,7 @@ Example::
     kind = "files"                 # files | patch | edit
     description = "Native OPT model"
     files = ["python/sglang/srt/models/opt.py"]   # under overlay/
-    forwarded = "no"               # no | not-needed | URL of the PR
+    forwarded = "no"               # no | not-needed | URL of the PR (DEP-3)
     # applied-upstream = "v0.5.2"  # set when upstream has it; the unit retires
 
     [[model]]
@@ -146,6 +146,34 @@ class Manifest:
             return [self.model(a) for a in unit.models]
         return [m for m in self.models if m.unit == unit.name]
 
+    def content_hash(self, upstream_commit: str) -> str:
+        """sha256 of what the overlay applies, and the upstream commit it applies to.
+
+        Only content counts: file bytes and modes, patch diffs (not their
+        message headers), edit operations and the model fields they use. The
+        lock, forwarding statuses and descriptions do not, so recording a PR
+        URL does not make an install look stale.
+        """
+        import hashlib
+
+        h = hashlib.sha256(f"upstream {upstream_commit}\n".encode())
+        for u in self.active_units:
+            h.update(f"unit {u.name} {u.kind}\n".encode())
+            if u.kind == "files":
+                for rel in self.unit_files(u):
+                    p = self.overlay_dir / rel
+                    link = p.is_symlink()
+                    data = os.readlink(p).encode() if link else p.read_bytes()
+                    mode = "link" if link else ("755" if os.access(p, os.X_OK) else "644")
+                    h.update(f"file {rel} {mode} {len(data)}\n".encode() + data)
+            elif u.kind == "patch":
+                _header, diff = patchfile.split((self.root / u.patch).read_bytes())
+                h.update(f"patch {len(diff)}\n".encode() + diff)
+            else:
+                for m in self.models_of(u):
+                    h.update(f"edit {u.edit} {m.architecture} {m.hf_id} {m.case}\n".encode())
+        return h.hexdigest()
+
     def unit_files(self, unit: Unit) -> list[str]:
         """The upstream paths a files unit writes, directories expanded, sorted."""
         out: list[str] = []
@@ -241,6 +269,7 @@ def _type(v: Any) -> str:
 
 def load(root: Path, check_files: bool = True) -> Manifest:
     """Load and validate root/overlay.toml (and, by default, the files it names)."""
+    root = Path(root).resolve()
     path = root / MANIFEST_NAME
     c = _Checker(MANIFEST_NAME)
     try:
@@ -302,9 +331,10 @@ def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
         c.fail(f"{where}.kind", f"'{kind}' is not a unit kind",
                f"use one of: {', '.join(KINDS)}")
     description = c.string(raw, "description", where, required=True)
+    # DEP-3: "no", "not-needed", or anything else (ideally the PR's URL) = forwarded
     forwarded = c.string(raw, "forwarded", where, default="no")
-    if forwarded not in ("no", "not-needed") and not re.match(r"^https?://\S+$", forwarded):
-        c.fail(f"{where}.forwarded", f"'{forwarded}' is not a forwarding status",
+    if not forwarded.strip():
+        c.fail(f"{where}.forwarded", "is empty",
                "use \"no\", \"not-needed\" or the URL of the upstream pull request")
     applied = c.string(raw, "applied-upstream", where)
     requires = c.strings(raw, "requires", where)
