@@ -214,6 +214,9 @@ class Session:
                  if f.old_blob and set(f.old_blob) != {"0"}]
         if all(stage.git.has_object(b) for b in blobs):
             return True
+        # just the preimage blobs; the whole pinned commit only if that fails
+        if self.mirror.ensure_objects(blobs, f"fetching the base of {unit.name}"):
+            return True
         self.pin_commit()
         return all(stage.git.has_object(b) for b in blobs)
 

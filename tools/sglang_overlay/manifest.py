@@ -209,7 +209,9 @@ class _Checker:
     def __init__(self, file: str):
         self.file = file
 
-    def fail(self, key: str, problem: str, fix: str):
+    def fail(self, key: str, problem: str, fix: str, file: str | None = None):
+        if file is not None:  # the problem is in that file, not in the manifest
+            raise BadInput(f"{file}: {problem}", fix)
         raise ManifestError(self.file, key, problem, fix)
 
     def table(self, data: Any, key: str) -> dict:
@@ -457,9 +459,10 @@ def _check_files(c: _Checker, m: Manifest) -> None:
                     target = p.resolve()
                     if target != real_overlay and real_overlay not in target.parents:
                         rel = p.relative_to(m.root).as_posix()
-                        c.fail(f"{rel}", f"symlink points outside {OVERLAY_DIR}/ "
+                        c.fail(rel, f"symlink points outside {OVERLAY_DIR}/ "
                                f"(to {os.readlink(p)})",
-                               "replace it with the file itself or a link inside overlay/")
+                               "replace it with the file itself or a link inside overlay/",
+                               file=rel)
     claimed: dict[str, str] = {}
     patches: dict[str, str] = {}
     for u in m.active_units:
@@ -489,7 +492,7 @@ def _check_files(c: _Checker, m: Manifest) -> None:
             for name in sorted(filenames):
                 rel = (Path(dirpath) / name).relative_to(overlay).as_posix()
                 if rel not in claimed and rel not in retired_files and name != ".gitkeep":
-                    c.fail(f"{OVERLAY_DIR}/{rel}", "is not in any files unit",
+                    c.fail("unit", f"{OVERLAY_DIR}/{rel} is not in any files unit",
                            "add it to a [[unit]] of kind files, or delete it")
 
 

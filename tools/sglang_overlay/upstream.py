@@ -235,6 +235,32 @@ class Mirror:
                            f"{remote.commit}", "check the upstream repository")
         return remote
 
+    def ensure_objects(self, oids: list[str], label: str) -> bool:
+        """Fetch exactly these objects (blobs a 3-way merge needs) if missing.
+
+        Servers that allow fetching reachable objects by id (GitHub, and git's
+        own protocol v2 upload-pack) send just those blobs; False otherwise.
+        """
+        self.ensure()
+        missing = [o for o in oids if not self.git.has_object(o)]
+        if not missing:
+            return True
+        with self.lock:
+            missing = [o for o in missing if not self.git.has_object(o)]
+            if missing:
+                progress = _Progress(label) if sys.stderr.isatty() else None
+                repo = gitpython.Repo(str(self.path))
+                try:
+                    repo.git.fetch("origin", "--no-tags", "--no-write-fetch-head", *missing)
+                    self.fetches += 1
+                except gitpython.GitCommandError:
+                    return False
+                finally:
+                    repo.close()
+                    if progress:
+                        progress.done()
+        return all(self.git.has_object(o) for o in oids)
+
     def ensure_commit(self, sha: str, label: str) -> bool:
         """Fetch a commit (depth 1) if missing; False when upstream cannot give it."""
         self.ensure()
