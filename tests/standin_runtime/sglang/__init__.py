@@ -1,0 +1,1 @@
+"""CPU stand-in for the top-level ``sglang`` package (empty)."""

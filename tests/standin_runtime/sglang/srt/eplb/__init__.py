@@ -1,0 +1,1 @@
+"""CPU stand-in for ``sglang.srt.eplb`` (empty, as upstream)."""

@@ -1,0 +1,485 @@
+"""CPU behaviour of the overlay's two runtime patches, on the real upstream files.
+
+patches/parallel-state-reuse.patch and patches/expert-location-reset.patch let
+a second ModelRunner in the same process reuse the world/TP/PP process groups
+and set the global expert-location metadata again, when
+SGLANG_ALLOW_REUSE_DISTRIBUTED=true; with the variable unset (or false)
+SGLang must behave exactly as upstream.
+
+The files under test are not hand-written: `overlay apply` writes them from a
+copy of this repository's overlay on SGLang v0.5.1 (the pinned release) and on
+v0.5.3 (where expert-location-reset needs a 3-way merge). The unpatched files
+come straight from the upstream tags. Each is imported on the CPU against the
+stand-ins in tests/standin_runtime (only the sglang modules the two files
+import), and driven through the calls ModelRunner.init_torch_distributed makes,
+with a real torch.distributed "gloo" process group of world size 1.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed
+from helpers import git, overlay, upstream_file
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+PARALLEL_STATE = "python/sglang/srt/distributed/parallel_state.py"
+EXPERT_LOCATION = "python/sglang/srt/eplb/expert_location.py"
+PS_MODULE = "sglang.srt.distributed.parallel_state"
+EL_MODULE = "sglang.srt.eplb.expert_location"
+REUSE_ENV = "SGLANG_ALLOW_REUSE_DISTRIBUTED"
+RELEASES = ("v0.5.1", "v0.5.3")
+GROUPS = ("_WORLD", "_TP", "_PP", "_MOE_EP", "_MOE_TP")
+TP_TWICE = "tensor model parallel group is already initialized"
+
+
+def _load_standin_package():
+    """Import tests/standin_runtime by path (independent of rootdir/sys.path)."""
+    if "standin_runtime" not in sys.modules:
+        root = TESTS_DIR / "standin_runtime"
+        spec = importlib.util.spec_from_file_location(
+            "standin_runtime",
+            root / "__init__.py",
+            submodule_search_locations=[str(root)],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["standin_runtime"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["standin_runtime"]
+
+
+standin = _load_standin_package()
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.fixture(scope="module")
+def sources(upstream, shared_cache, tmp_path_factory) -> dict:
+    """(variant, release) -> {path: file} for "patched" (by `overlay apply`) and "upstream"."""
+    base = tmp_path_factory.mktemp("reuse-patches")
+    root = base / "overlay-copy"
+    root.mkdir()
+    shutil.copy(REPO / "overlay.toml", root / "overlay.toml")
+    shutil.copytree(REPO / "overlay", root / "overlay")
+    shutil.copytree(REPO / "patches", root / "patches")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "copy of the repository's overlay")
+    expected = {"v0.5.1": "applied", "v0.5.3": "applied-3way"}
+    files = {}
+    for release in RELEASES:
+        # v0.5.1 is the release overlay.toml pins
+        ref = [] if release == "v0.5.1" else ["--sglang-ref", release]
+        r = overlay("-C", root, "apply", "--upstream", upstream, *ref, "--no-lint", "--json",
+                    cache=shared_cache)  # fmt: skip
+        assert r.rc == 0, r.err
+        status = {u["name"]: u["status"] for u in r.json["units"]}
+        assert status["parallel-state-reuse"] == "applied", status
+        assert status["expert-location-reset"] == expected[release], status
+        worktree = Path(r.json["worktree"])
+        files["patched", release] = {
+            p: worktree / p for p in (PARALLEL_STATE, EXPERT_LOCATION)
+        }
+        files["upstream", release] = {}
+        for p in (PARALLEL_STATE, EXPERT_LOCATION):
+            dest = base / f"upstream-{release}" / p
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(upstream_file(upstream, release, p))
+            files["upstream", release][p] = dest
+    return files
+
+
+def test_overlay_writes_the_patched_files(sources, upstream):
+    for release in RELEASES:
+        patched = {p: f.read_text() for p, f in sources["patched", release].items()}
+        plain = {p: f.read_text() for p, f in sources["upstream", release].items()}
+        assert "def _reuse_model_parallel(" in patched[PARALLEL_STATE]
+        assert "_reuse_model_parallel" not in plain[PARALLEL_STATE]
+        assert (
+            REUSE_ENV in patched[EXPERT_LOCATION]
+            and REUSE_ENV not in plain[EXPERT_LOCATION]
+        )
+        # the patched file is upstream's file of that release with the patch's lines added
+        for path in (PARALLEL_STATE, EXPERT_LOCATION):
+            assert set(plain[path].splitlines()) - set(patched[path].splitlines()) <= {
+                "    assert _global_expert_location_metadata is None"
+            }
+    # the 3-way merge kept v0.5.3's own header (v0.5.1 has no __future__ import)
+    v053 = sources["patched", "v0.5.3"][EXPERT_LOCATION].read_text()
+    assert "from __future__ import annotations" in v053 and "import os\n" in v053
+    assert "if TYPE_CHECKING:" in v053 and "<<<<<<<" not in v053
+
+
+# --------------------------------------------------------------------------- stand-ins
+
+
+def _upstream_path(rel: str, release: str) -> str:
+    """Where the definitions of the stand-in file `rel` (sglang/...) live upstream."""
+    if rel == "sglang/srt/utils.py" and release != "v0.5.1":
+        return "python/sglang/srt/utils/common.py"  # utils became a package
+    if rel == "sglang/srt/model_loader/__init__.py":
+        return "python/sglang/srt/model_loader/utils.py"  # re-exported upstream
+    return "python/" + rel
+
+
+def _arg_spec(fn: ast.FunctionDef):
+    args = fn.args
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + args.defaults
+    text = lambda node: node and ast.unparse(node)  # noqa: E731
+    spec = [(a.arg, text(a.annotation), text(d)) for a, d in zip(positional, defaults)]
+    spec += [("*" + args.vararg.arg, None, None)] if args.vararg else []
+    spec += [
+        (a.arg, text(a.annotation), text(d))
+        for a, d in zip(args.kwonlyargs, args.kw_defaults)
+    ]
+    spec += [("**" + args.kwarg.arg, None, None)] if args.kwarg else []
+    return spec, [ast.unparse(d) for d in fn.decorator_list]
+
+
+def _definitions(source: str) -> dict:
+    """Public functions, methods, dataclass fields and enum members of a module."""
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            found[node.name] = _arg_spec(node)
+        elif isinstance(node, ast.ClassDef):
+            found[node.name] = [ast.unparse(b) for b in node.bases]
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    found[f"{node.name}.{item.name}"] = _arg_spec(item)
+                elif isinstance(item, ast.AnnAssign):
+                    value = item.value and ast.unparse(item.value)
+                    found[f"{node.name}.{item.target.id}"] = (
+                        ast.unparse(item.annotation),
+                        value,
+                    )
+                elif isinstance(item, ast.Assign) and not item.targets[0].id.startswith(
+                    "_"
+                ):
+                    found[f"{node.name}.{item.targets[0].id}"] = ast.unparse(item.value)
+    return found
+
+
+def test_standins_match_upstream_signatures(upstream):
+    """Every stand-in keeps the signature of the real thing (v0.5.1, and v0.5.3 where used)."""
+    checked = set()
+    for path in standin.standin_files():
+        rel = path.relative_to(standin.STANDIN_ROOT).as_posix()
+        ours = _definitions(path.read_text())
+        compared = []
+        for release in RELEASES:
+            try:
+                real = _definitions(
+                    upstream_file(upstream, release, _upstream_path(rel, release))
+                )
+            except subprocess.CalledProcessError:  # no such module in that release
+                continue
+            compared.append(release)
+            for name, spec in ours.items():
+                assert name in real, f"{rel}: {name} does not exist in {release}"
+                assert (
+                    spec == real[name]
+                ), f"{rel}: {name} is {spec} but {real[name]} in {release}"
+                checked.add((rel, name))
+        # symm_mem.py is new in v0.5.3; every other stand-in exists in v0.5.1
+        assert compared and ("v0.5.1" in compared or rel.endswith("/symm_mem.py")), rel
+    assert {n for _, n in checked} >= {
+        "get_bool_env_var", "get_int_env_var", "direct_register_custom_op", "is_shm_available",
+        "PyNcclCommunicator.__init__", "MessageQueue.create_from_process_group",
+        "SymmMemCommunicator.__init__", "ServerArgs.ep_dispatch_algorithm",
+        "ModelConfig.__init__", "get_model_architecture", "rebalance_experts",
+    }  # fmt: skip
+
+
+def _sglang_modules() -> dict:
+    return {n: m for n, m in sys.modules.items() if n.split(".")[0] == "sglang"}
+
+
+def test_standins_do_not_leak(sources):
+    before = _sglang_modules()
+    with standin.install():
+        ps = standin.load_real_module(
+            PS_MODULE, sources["patched", "v0.5.1"][PARALLEL_STATE]
+        )
+        assert ps.__file__ == str(sources["patched", "v0.5.1"][PARALLEL_STATE])
+        utils = sys.modules["sglang.srt.utils"]
+        assert Path(utils.__file__).is_relative_to(standin.STANDIN_ROOT)
+        # parallel_state registered its custom ops through the stand-in
+        assert {"inplace_all_reduce", "outplace_all_reduce"} <= set(
+            utils.REGISTERED_OPS
+        )
+        with pytest.raises(ModuleNotFoundError):
+            __import__("sglang.srt.managers.scheduler")
+    after = _sglang_modules()
+    assert after.keys() == before.keys()
+    assert all(after[n] is before[n] for n in before)
+
+
+# --------------------------------------------------------------------------- parallel_state
+
+
+@contextlib.contextmanager
+def parallel_state(path: Path):
+    """The real parallel_state.py at `path`, torn down (groups and torch.distributed) after."""
+    assert (
+        not torch.distributed.is_initialized()
+    ), "a previous test leaked a process group"
+    with standin.install():
+        ps = standin.load_real_module(PS_MODULE, path)
+        try:
+            yield ps
+        finally:
+            try:
+                ps.destroy_model_parallel()
+                ps.destroy_distributed_environment()
+            finally:
+                if torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+        return type(e).__name__, str(e)
+    return "ok", None
+
+
+def _model_runner_calls(ps, store: str, ensure: bool) -> list:
+    """What ModelRunner.init_torch_distributed calls (v0.5.1), for a world of one CPU rank.
+
+    With ensure, also ensure_model_parallel_initialized, as other SGLang entry
+    points (and frameworks embedding SGLang) call it.
+    """
+    world = dict(
+        backend="gloo",
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        distributed_init_method=store,
+    )
+    calls = [
+        ("init_distributed_environment", _outcome(ps.init_distributed_environment, **world)),
+        ("initialize_model_parallel", _outcome(
+            ps.initialize_model_parallel, tensor_model_parallel_size=1,
+            pipeline_model_parallel_size=1, expert_model_parallel_size=1)),
+    ]  # fmt: skip
+    if ensure:
+        calls.append(
+            (
+                "ensure_model_parallel_initialized",
+                _outcome(ps.ensure_model_parallel_initialized, 1, 1, 1, backend="gloo"),
+            )
+        )
+    return calls
+
+
+def _two_runners(ps, store: str) -> dict:
+    """A first and a second model runner in one process, then runners of other sizes."""
+    first = _model_runner_calls(ps, store, ensure=False)
+    groups = {name: getattr(ps, name) for name in GROUPS}
+    names = dict(ps._group_name_counter)  # how many groups of each kind were built
+    second = _model_runner_calls(ps, store, ensure=True)
+    kept = {name: getattr(ps, name) is group for name, group in groups.items()}
+    return dict(
+        first=first,
+        groups=groups,
+        second=second,
+        kept=kept,
+        new_groups=dict(ps._group_name_counter) != names,
+        other_sizes=[
+            _outcome(ps.ensure_model_parallel_initialized, 2, 1, 1),  # tp 2, pp 1
+            _outcome(ps.ensure_model_parallel_initialized, 1, 1, 2),  # tp 1, pp 2
+        ],
+        kept_after_other_sizes={n: getattr(ps, n) is g for n, g in groups.items()},
+    )
+
+
+def _comparable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "groups"}
+
+
+def _reuse_logs(caplog) -> list:
+    return [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("Reusing")
+    ]
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    return f"file://{tmp_path / 'torch-distributed-store'}"
+
+
+@pytest.mark.parametrize("env", [None, "false", "0"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_without_reuse_env_a_second_runner_fails_as_upstream(
+    sources, release, env, store, tmp_path, monkeypatch, caplog
+):
+    if env is None:
+        monkeypatch.delenv(REUSE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(REUSE_ENV, env)
+    caplog.set_level(logging.INFO, logger=PS_MODULE)
+    with parallel_state(sources["patched", release][PARALLEL_STATE]) as ps:
+        patched = _two_runners(ps, store)
+    assert _reuse_logs(caplog) == []
+    with parallel_state(sources["upstream", release][PARALLEL_STATE]) as ps:
+        plain = _two_runners(ps, f"file://{tmp_path / 'second-store'}")
+    assert _comparable(patched) == _comparable(plain)
+    # and that outcome is upstream's "already initialized" assertion
+    ok = ("ok", None)
+    assert patched["first"] == [
+        ("init_distributed_environment", ok), ("initialize_model_parallel", ok)]  # fmt: skip
+    assert patched["second"] == [
+        ("init_distributed_environment", ok),
+        ("initialize_model_parallel", ("AssertionError", TP_TWICE)),
+        ("ensure_model_parallel_initialized", ok),
+    ]
+    assert all(g is not None for g in patched["groups"].values())
+    assert all(patched["kept"].values())
+    assert [kind for kind, _ in patched["other_sizes"]] == [
+        "AssertionError",
+        "AssertionError",
+    ]
+    assert "tensor parallel group already initialized" in patched["other_sizes"][0][1]
+    assert "pipeline parallel group already initialized" in patched["other_sizes"][1][1]
+
+
+@pytest.mark.parametrize("env", ["true", "1", "TRUE"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_with_reuse_env_a_second_runner_reuses_the_groups(
+    sources, release, env, store, monkeypatch, caplog
+):
+    monkeypatch.setenv(REUSE_ENV, env)
+    caplog.set_level(logging.INFO, logger=PS_MODULE)
+    with parallel_state(sources["patched", release][PARALLEL_STATE]) as ps:
+        result = _two_runners(ps, store)
+        # the reused groups are the live ones: real gloo collectives run on them
+        for group in (ps.get_world_group(), ps.get_tp_group(), ps.get_pp_group()):
+            group.barrier()
+            t = torch.tensor([3.0, 4.0])
+            torch.distributed.all_reduce(t, group=group.device_group)
+            assert t.tolist() == [3.0, 4.0]
+        assert ps.get_tensor_model_parallel_world_size() == 1
+        assert ps.model_parallel_is_initialized()
+    ok = ("ok", None)
+    assert result["first"] == [
+        ("init_distributed_environment", ok), ("initialize_model_parallel", ok)]  # fmt: skip
+    assert result["second"] == result["first"] + [
+        ("ensure_model_parallel_initialized", ok)
+    ]
+    # the TP/PP (and world, MoE) groups are the same objects: reused, not rebuilt
+    assert all(result["kept"].values()), result["kept"]
+    assert result["new_groups"] is False
+    # the first runner built them normally (the variable does not stop that)
+    assert all(result["groups"][n] is not None for n in GROUPS)
+    # only the second runner reuses, and says so
+    assert _reuse_logs(caplog) == [
+        f"Reusing the initialized world group ({REUSE_ENV})",
+        f"Reusing the initialized model parallel groups ({REUSE_ENV})",
+        f"Reusing the initialized model parallel groups ({REUSE_ENV})",
+    ]
+    # a runner that needs other sizes is told so, and the groups are left alone
+    (tp_kind, tp_msg), (pp_kind, pp_msg) = result["other_sizes"]
+    assert tp_kind == pp_kind == "RuntimeError"
+    assert REUSE_ENV in tp_msg and "(1, 1)" in tp_msg and "(2, 1)" in tp_msg
+    assert REUSE_ENV in pp_msg and "(1, 1)" in pp_msg and "(1, 2)" in pp_msg
+    assert all(result["kept_after_other_sizes"].values())
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_reuse_scenario_fails_on_unpatched_upstream(
+    sources, release, store, monkeypatch
+):
+    """Control: the scenario above really needs the patch."""
+    monkeypatch.setenv(REUSE_ENV, "true")
+    with parallel_state(sources["upstream", release][PARALLEL_STATE]) as ps:
+        result = _two_runners(ps, store)
+    assert result["second"][1] == (
+        "initialize_model_parallel",
+        ("AssertionError", TP_TWICE),
+    )
+    assert result["other_sizes"][0][0] == "AssertionError"
+
+
+def test_torch_distributed_is_torn_down_between_tests():
+    assert not torch.distributed.is_initialized()
+
+
+# --------------------------------------------------------------------------- expert_location
+
+
+def _metadata(el, num_logical_experts: int, num_physical_experts: int):
+    """A real ExpertLocationMetadata (2 layers), built by the module's own helpers."""
+    from sglang.srt.server_args import (  # the stand-in, installed by the caller
+        ServerArgs,
+    )
+
+    physical_to_logical = (
+        torch.arange(num_physical_experts).repeat(2, 1) % num_logical_experts
+    )
+    return el.ExpertLocationMetadata._init_raw(
+        server_args=ServerArgs(model_path=f"model-with-{num_logical_experts}-experts"),
+        ep_size=1,
+        physical_to_logical_map=physical_to_logical,
+        logical_to_all_physical_map=el._compute_logical_to_all_physical_map(
+            physical_to_logical, num_logical_experts=num_logical_experts
+        ),
+    )
+
+
+def _set_twice(path: Path) -> dict:
+    with standin.install():
+        el = standin.load_real_module(EL_MODULE, path)
+        assert el.get_global_expert_location_metadata() is None
+        policy, reference = _metadata(el, 4, 4), _metadata(el, 8, 10)
+        assert (policy.num_logical_experts, reference.num_physical_experts) == (4, 10)
+        outcomes = [
+            _outcome(el.set_global_expert_location_metadata, policy),
+            _outcome(el.set_global_expert_location_metadata, reference),
+        ]
+        current = el.get_global_expert_location_metadata()
+    return dict(
+        outcomes=outcomes,
+        current={id(policy): "first", id(reference): "second"}.get(id(current)),
+    )
+
+
+@pytest.mark.parametrize("env", [None, "false", "0"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_expert_location_set_twice_without_env_is_upstream(
+    sources, release, env, monkeypatch
+):
+    if env is None:
+        monkeypatch.delenv(REUSE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(REUSE_ENV, env)
+    patched = _set_twice(sources["patched", release][EXPERT_LOCATION])
+    plain = _set_twice(sources["upstream", release][EXPERT_LOCATION])
+    assert patched == plain
+    assert patched == dict(
+        outcomes=[("ok", None), ("AssertionError", "")], current="first"
+    )
+
+
+@pytest.mark.parametrize("env", ["true", "1", "TRUE"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_expert_location_set_twice_with_env(sources, release, env, monkeypatch):
+    monkeypatch.setenv(REUSE_ENV, env)
+    patched = _set_twice(sources["patched", release][EXPERT_LOCATION])
+    assert patched == dict(outcomes=[("ok", None), ("ok", None)], current="second")
+    # control: upstream's file still refuses, so the test needs the patch
+    plain = _set_twice(sources["upstream", release][EXPERT_LOCATION])
+    assert plain["outcomes"][1][0] == "AssertionError" and plain["current"] == "first"
