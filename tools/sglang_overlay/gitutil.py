@@ -10,7 +10,9 @@ the user's own configuration, so credentials and proxies still work.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ ISOLATED_ENV = {
 IDENTITY_NAME = "sglang-overlay"
 IDENTITY_EMAIL = "sglang-overlay@users.noreply.invalid"
 ZERO_OID = "0" * 40
+LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+STALE_AFTER = 1.0  # seconds a git lock file may stay unchanged before it counts as stale
 
 
 class GitError(Exception):
@@ -92,6 +96,10 @@ class Git:
     def run(self, *args: str, stdin: bytes | None = None,
             env: dict[str, str] | None = None) -> str:
         r = self.result(*args, stdin=stdin, env=env)
+        for _ in range(3):
+            if r.ok or not clear_stale_lock(r.err):
+                break
+            r = self.result(*args, stdin=stdin, env=env)
         if not r.ok:
             raise GitError(args, r.rc, r.err)
         return r.out.strip()
@@ -115,6 +123,38 @@ class Git:
 
     def close(self) -> None:
         self._cmd.clear_cache()
+
+
+def clear_stale_lock(stderr: str) -> bool:
+    """Remove a git lock file that a killed git process left behind.
+
+    git refuses to run when its lock file exists. A live git holds one for
+    milliseconds; one that stays unchanged for STALE_AFTER seconds belongs
+    to a process that died (kill -9). True when the caller should retry.
+    """
+    m = LOCK_EXISTS.search(stderr or "")
+    if not m:
+        return False
+    lock = Path(m.group(1))
+    try:
+        before = lock.stat()
+    except FileNotFoundError:
+        return True  # released meanwhile: retry
+    deadline = time.monotonic() + STALE_AFTER
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            now = lock.stat()
+        except FileNotFoundError:
+            return True
+        if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+            before = now  # somebody is working: wait for them
+            deadline = time.monotonic() + STALE_AFTER
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        pass
+    return True
 
 
 def remote_git(cwd: Path) -> gitpython.Repo:

@@ -66,6 +66,11 @@ def clean_stale(ws: Workspace, target: Path) -> None:
         if not _pid_alive(pid) or pid == os.getpid():
             ws.remove_worktree(entry)
             shutil.rmtree(entry, ignore_errors=True)
+    # a run killed inside `git worktree move` renamed the directory but not
+    # its admin link: repair it before prune would drop the admin entry
+    for path in (target, resolution_path(target)):
+        if (path / ".git").is_file():
+            ws.git.result("worktree", "repair", str(path))
     ws.prune()
 
 

@@ -31,7 +31,7 @@ import git as gitpython
 from filelock import FileLock
 
 from .errors import BadInput
-from .gitutil import Git, GitError
+from .gitutil import Git, GitError, clear_stale_lock
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
@@ -184,12 +184,17 @@ class Mirror:
     def _fetch(self, refspec: str, progress) -> None:
         repo = gitpython.Repo(str(self.path))
         try:
-            repo.remote("origin").fetch(refspec, depth=1, no_tags=True,
-                                        progress=progress)
-        except gitpython.GitCommandError as exc:
-            stderr = (exc.stderr or "").strip().replace("\n", " ")
-            raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
-                           "check that the ref exists upstream and the network works")
+            for attempt in range(3):
+                try:
+                    repo.remote("origin").fetch(refspec, depth=1, no_tags=True,
+                                                progress=progress)
+                    return
+                except gitpython.GitCommandError as exc:
+                    if attempt < 2 and clear_stale_lock(exc.stderr or ""):
+                        continue  # a killed fetch left its lock behind
+                    stderr = (exc.stderr or "").strip().replace("\n", " ")
+                    raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
+                                   "check that the ref exists upstream and the network works")
         finally:
             repo.close()
 
