@@ -88,7 +88,7 @@ class LockReport:
 def overlay_identity(root: Path) -> str:
     """The overlay repository's commit, marked when overlay files are uncommitted."""
     try:
-        repo = gitpython.Repo(str(root))
+        repo = gitpython.Repo(str(root), search_parent_directories=True)
     except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
         return "none"
     try:

@@ -204,17 +204,25 @@ def register_mla(text: str, archs: list[str]) -> Result:
     new_tests = [f'"{a}" in self.hf_config.architectures' for a in missing]
     first, last = ops[0], ops[-1]
     if first.lineno == chain.lineno and last.end_lineno == chain.lineno:
-        # `if "A" in ...:` on one line: rewrite it in black's exploded form
+        # `if "A" in ...:` on one line: rewrite it the way black would wrap it
         line = lines[chain.lineno - 1]
         indent = _indent(line)
         keyword = line.lstrip().split(" ", 1)[0]  # "if" or "elif"
         end = len(line.encode()[: last.end_col_offset].decode())
+        tail = line[end:].rstrip("\n")  # ":" and any comment
         old = [ast.get_source_segment(text, o) for o in ops]
+        joined = " or ".join(old + new_tests)
         inner = indent + "    "
-        body = f"{inner}{old[0]}\n" + "".join(
-            f"{inner}or {t}\n" for t in old[1:] + new_tests
-        )
-        lines[chain.lineno - 1] = f"{indent}{keyword} (\n{body}{indent})" + line[end:]
+        if len(f"{indent}{keyword} {joined}{tail}") <= LINE_LENGTH:
+            head = f"{indent}{keyword} {joined}"
+        elif len(inner + joined) <= LINE_LENGTH:
+            head = f"{indent}{keyword} (\n{inner}{joined}\n{indent})"
+        else:
+            body = f"{inner}{old[0]}\n" + "".join(
+                f"{inner}or {t}\n" for t in old[1:] + new_tests
+            )
+            head = f"{indent}{keyword} (\n{body}{indent})"
+        lines[chain.lineno - 1] = head + tail + "\n"
         return Result("".join(lines), missing)
     inner = _indent(lines[last.end_lineno - 1])
     if not lines[last.lineno - 1].lstrip().startswith(("or ", '"')):
