@@ -137,6 +137,12 @@ class Session:
         self.workspace = cache.workspace(self.mirror, manifest.root)
         self._pin: str | None = None
         self._overlay_commit: str | None = None
+        # unit name -> patch file to use instead of the unit's own (a resolved
+        # conflict not yet written back into patches/)
+        self.patch_overrides: dict[str, Path] = {}
+
+    def patch_file(self, unit: Unit) -> Path:
+        return self.patch_overrides.get(unit.name) or self.manifest.root / unit.patch
 
     # --- refs and the lock ------------------------------------------------
 
@@ -209,7 +215,7 @@ class Session:
         return self.workspace.git.result("cat-file", "-e", f"{pin}:{path}").ok
 
     def _ensure_patch_base(self, unit: Unit, stage: Stage) -> bool:
-        parsed = patchfile.parse((self.manifest.root / unit.patch).read_bytes())
+        parsed = patchfile.parse(self.patch_file(unit).read_bytes())
         blobs = [f.old_blob for f in parsed.files
                  if f.old_blob and set(f.old_blob) != {"0"}]
         if all(stage.git.has_object(b) for b in blobs):
@@ -242,6 +248,7 @@ class Session:
                     ref=base.ref,
                     existed_at_pin=lambda p: self._existed_at_pin(p, base.commit),
                     ensure_patch_base=lambda u=unit: self._ensure_patch_base(u, stage),
+                    patch_file=self.patch_file,
                 )
                 parent = stage.head
                 out: Outcome = apply_unit(ctx, unit)

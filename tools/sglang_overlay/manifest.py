@@ -519,20 +519,19 @@ def _check_patch(c: _Checker, m: Manifest, u: Unit) -> None:
 
 # --- writing ----------------------------------------------------------------
 # Edits go through tomlkit so the user's comments, order and layout survive.
+# Each edit is a pure function of the manifest's text, so a verb can collect
+# several and write them once (see journal.py); `update` is the one-step form.
 
 
-def _rewrite(root: Path, change) -> None:
+def _edit(text: str, change) -> str:
     import tomlkit
 
-    path = root / MANIFEST_NAME
-    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    doc = tomlkit.parse(text)
     change(doc)
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    return tomlkit.dumps(doc)
 
 
-def write_lock(root: Path, ref: str, commit: str) -> None:
+def with_lock(text: str, ref: str, commit: str) -> str:
     """Pin ref and lock it at commit."""
 
     def change(doc):
@@ -543,10 +542,10 @@ def write_lock(root: Path, ref: str, commit: str) -> None:
         doc["upstream"]["ref"] = ref
         doc["upstream"]["commit"] = commit
 
-    _rewrite(root, change)
+    return _edit(text, change)
 
 
-def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
+def with_unit_keys(text: str, name: str, **keys: Any) -> str:
     """Set (or, with None, remove) keys of the unit called name.
 
     Keyword names use '_' for the manifest's '-' (applied_upstream=...).
@@ -564,20 +563,47 @@ def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
                 return
         raise KeyError(name)
 
-    _rewrite(root, change)
+    return _edit(text, change)
 
 
-def append_unit(root: Path, fields: dict[str, Any]) -> None:
+def with_unit(text: str, fields: dict[str, Any]) -> str:
     """Add a [[unit]] table at the end of the unit list."""
+    return _with_table(text, "unit", fields)
 
+
+def with_model(text: str, fields: dict[str, Any]) -> str:
+    """Add a [[model]] table at the end."""
+    return _with_table(text, "model", fields)
+
+
+def _with_table(text: str, key: str, fields: dict[str, Any]) -> str:
     def change(doc):
         import tomlkit
 
         table = tomlkit.table()
         for k, v in fields.items():
+            if isinstance(v, str) and "\n" in v:
+                v = tomlkit.string(v, multiline=True)
             table[k] = v
-        if "unit" not in doc:
-            doc["unit"] = tomlkit.aot()
-        doc["unit"].append(table)
+        if key not in doc:
+            doc[key] = tomlkit.aot()
+        doc[key].append(table)
 
-    _rewrite(root, change)
+    return _edit(text, change)
+
+
+def update(root: Path, edit, *args: Any, **kwargs: Any) -> None:
+    """Apply one edit function to root/overlay.toml and write it atomically."""
+    path = root / MANIFEST_NAME
+    text = edit(path.read_text(encoding="utf-8"), *args, **kwargs)
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_lock(root: Path, ref: str, commit: str) -> None:
+    update(root, with_lock, ref, commit)
+
+
+def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
+    update(root, with_unit_keys, name, **keys)

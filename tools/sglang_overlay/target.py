@@ -140,11 +140,18 @@ def backup(path: Path, label: str) -> str:
     return ref
 
 
-def promote(ws: Workspace, pre: Preflight, head: str, tree: str) -> tuple[bool, str | None]:
+def base_ref(branch: str) -> str:
+    """Where the upstream commit a branch was built on is recorded."""
+    return f"refs/overlay-base/{branch}"
+
+
+def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
+            base: str) -> tuple[bool, str | None]:
     """Make target and branch show head. (changed, backup ref or None)."""
     target, branch = pre.target, pre.branch
     g = ws.git
     with ws.lock:
+        g.run("update-ref", base_ref(branch), base)
         clean_stale(ws, target)
         saved = backup(target, "overlay apply --force") if pre.exists and pre.dirty else None
         if pre.exists and target.exists():

@@ -181,7 +181,7 @@ class Mirror:
                 progress.done()
         self.fetches += 1
 
-    def _fetch(self, refspec: str, progress) -> None:
+    def _fetch(self, refspec: str | list[str], progress) -> None:
         repo = gitpython.Repo(str(self.path))
         try:
             for attempt in range(3):
@@ -197,6 +197,65 @@ class Mirror:
                                    "check that the ref exists upstream and the network works")
         finally:
             repo.close()
+
+    def list_tags(self) -> dict[str, str]:
+        """Upstream's tags: name -> commit (peeled)."""
+        repo = gitpython.Git()
+        try:
+            out = repo.execute(["git", "ls-remote", "--tags", self.url],
+                               env={"GIT_TERMINAL_PROMPT": "0"})
+        except gitpython.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().replace("\n", " ")
+            raise BadInput(f"cannot list the tags of '{self.url}': {stderr}",
+                           "check the URL and the network") from None
+        tags: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            name = name.removeprefix("refs/tags/")
+            if name.endswith("^{}"):
+                tags[name[:-3]] = sha
+            else:
+                tags.setdefault(name, sha)
+        return tags
+
+    def resolve_many(self, refs: list[str], offline: bool = False) -> list[Resolved]:
+        """Resolve several refs, fetching every missing one in a single fetch."""
+        self.ensure()
+        if offline:
+            return [self.resolve(r, offline=True) for r in refs]
+        out: dict[str, Resolved] = {}
+        for ref in refs:
+            if SHA_RE.match(ref):
+                out[ref] = Resolved(ref, ref, None)
+                continue
+            remote = self.ls_remote(ref)
+            if remote is None:
+                raise BadInput(
+                    f"unknown ref '{ref}' in upstream '{self.url}'",
+                    f"list the tags with `git ls-remote --tags {self.url}`",
+                )
+            out[ref] = remote
+        with self.lock:
+            specs = sorted({
+                f"+{r.refname}:{self._local_name(r.refname)}" if r.refname else r.commit
+                for r in out.values() if not self.has_commit(r.commit)
+            })
+            if specs:
+                self._fetch_specs(specs, f"fetching {len(specs)} refs")
+        for r in out.values():
+            if not self.has_commit(r.commit):
+                raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "
+                               f"{r.commit}", "check the upstream repository")
+        return [out[r] for r in refs]
+
+    def _fetch_specs(self, specs: list[str], label: str) -> None:
+        progress = _Progress(label) if sys.stderr.isatty() else None
+        try:
+            self._fetch(specs, progress)
+        finally:
+            if progress:
+                progress.done()
+        self.fetches += 1
 
     def resolve(self, ref: str, offline: bool = False) -> Resolved:
         """The commit ref names upstream, fetched (depth 1) if the mirror lacks it."""

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from .. import lint as lint_mod
-from .. import report, state, target
-from ..errors import BadInput, FINDINGS, OK
-from ..units import CONFLICT
+from .. import report, state, target, workflow
+from ..errors import FINDINGS, OK, BadInput
 from . import open_overlay
 
 
@@ -20,10 +18,20 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
     if not ref:
         raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
                        'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
+    pending = state.load(manifest.root)
+    if pending and not force:
+        raise BadInput(
+            f"an unfinished {pending['operation']} stopped on a conflict in unit "
+            f"'{pending['unit']}' (resolution worktree {pending['resolution']})",
+            "finish it with `overlay refresh --continue`, drop it with "
+            "`overlay refresh --abort`, or re-run with --force",
+        )
     dest = (Path.cwd() / worktree) if worktree else target.default_target(manifest.root, ref)
     dest = Path(dest).absolute()
     pre = target.preflight(session.workspace, dest, branch or target.branch_for(ref), force)
     target.prepare_resolution(session.workspace, dest, force)
+    if pending and force:
+        workflow.drop_resolution(session, pending)
 
     base, lock = session.resolve_pinned(ref, update_lock)
     if lock.status == "mismatch":
@@ -32,69 +40,33 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
         report.note(lock.message)
 
     build = session.build(base)
-    findings = []
-    result = {
-        "ref": ref,
-        "upstream": session.url,
-        "base": base.commit,
-        "lock": {"status": lock.status, "locked": lock.locked, "remote": lock.remote},
-        "units": [r.to_json() for r in build.results],
-    }
-    if build.ok:
-        if not no_lint:
-            findings = lint_mod.lint_build(session, build)
-        changed, saved = target.promote(session.workspace, pre, build.head, build.tree)
-        result.update(worktree=str(dest), branch=pre.branch, commit=build.head,
-                      tree=build.tree, changed=changed, backup=saved)
-        if _state_is_for(manifest.root, dest):
-            state.clear(manifest.root)
-    else:
-        first = build.conflicts[0]
-        patch = manifest.root / first.unit.patch if first.unit.kind == "patch" else None
-        where = target.leave_resolution(session.workspace, dest, first.parent, patch)
-        state.save(manifest.root, {
-            "operation": "apply",
+    out = workflow.finish(session, build, pre, "apply", {}, run_lint=not no_lint)
+    errors = [f for f in out.findings if f.severity == "error"]
+    code = FINDINGS if (not build.ok or errors) else OK
+
+    if as_json:
+        report.emit_json({
             "ref": ref,
             "upstream": session.url,
             "base": base.commit,
-            "unit": first.unit.name,
-            "resolution": str(where),
-            "target": str(dest),
-            "branch": pre.branch,
+            "lock": {"status": lock.status, "locked": lock.locked, "remote": lock.remote},
+            "units": [r.to_json() for r in build.results],
+            **out.to_json(),
+            "exit_code": code,
         })
-        result.update(resolution=str(where), conflict=first.unit.name)
-    result["lint"] = [f.to_json() for f in findings]
-    errors = [f for f in findings if f.severity == "error"]
-    code = FINDINGS if (not build.ok or errors) else OK
-    result["exit_code"] = code
-
-    if as_json:
-        report.emit_json(result)
         return code
     click.echo(report.table(report.UNIT_HEADERS, report.unit_rows(build.results), color_col=2))
-    if findings:
+    if out.findings:
         click.echo("")
-        for f in findings:
+        for f in out.findings:
             click.echo(f.text())
     click.echo("")
     if build.ok:
-        what = "updated" if result["changed"] else "unchanged"
+        what = "updated" if out.changed else "unchanged"
         click.echo(f"{dest}: {what}, branch {pre.branch} at {build.head[:12]} "
                    f"(tree {build.tree[:12]}) on {ref} ({base.commit[:12]})")
-        if result.get("backup"):
-            click.echo(f"your uncommitted changes were saved as {result['backup']}")
+        if out.backup:
+            click.echo(f"your uncommitted changes were saved as {out.backup}")
     else:
-        first = build.conflicts[0]
-        click.echo(f"conflict in unit '{first.unit.name}': {dest} was not touched.")
-        click.echo(f"Resolve it in {result['resolution']} (`git status` there lists the "
-                   "conflicted files), then run `overlay refresh --continue`; "
-                   "or give up with `overlay refresh --abort`.")
+        workflow.explain_conflict(out, ref)
     return code
-
-
-def _state_is_for(root: Path, dest: Path) -> bool:
-    s = state.load(root)
-    return bool(s and s.get("target") == str(dest) and s.get("operation") == "apply")
-
-
-__all__ = ["run", "CONFLICT"]

@@ -40,6 +40,7 @@ class Finding:
     message: str
     fix: str
     severity: str = "error"
+    unit: str | None = None  # the overlay unit the finding is about, when known
 
     def text(self) -> str:
         """The printed form: path:line rule-id message (fix: ...)."""
@@ -49,7 +50,8 @@ class Finding:
 
     def to_json(self) -> dict:
         return {"path": self.path, "line": self.line, "rule": self.rule,
-                "message": self.message, "fix": self.fix, "severity": self.severity}
+                "message": self.message, "fix": self.fix, "severity": self.severity,
+                "unit": self.unit}
 
 
 class Linter:
@@ -57,6 +59,8 @@ class Linter:
         self.manifest = manifest
         self.tree = tree
         self.overlay_paths = [p for p in overlay_paths if tree.exists(p)]
+        self.owner = {p: u.name for u in manifest.active_units if u.kind == "files"
+                      for p in manifest.unit_files(u)}
         self.mods = Modules(tree, cache)
         self.findings: list[Finding] = []
 
@@ -64,8 +68,14 @@ class Linter:
         """Where the user fixes it: the overlay's copy of an overlay file."""
         return f"overlay/{path}" if path in self.overlay_paths else path
 
-    def add(self, path: str, line: int, rule: str, message: str, fix: str) -> None:
-        self.findings.append(Finding(self.shown(path), line, rule, message, fix))
+    def add(self, path: str, line: int, rule: str, message: str, fix: str,
+            unit: str | None = None) -> None:
+        self.findings.append(Finding(self.shown(path), line, rule, message, fix,
+                                     unit=unit or self.owner.get(path)))
+
+    def model_unit(self, model) -> str | None:
+        """The unit a finding about a declared model belongs to."""
+        return model.unit if model.unit in self.owner.values() else None
 
     def run(self) -> list[Finding]:
         for path in self.overlay_paths:
@@ -138,7 +148,8 @@ class Linter:
                 self.add("overlay.toml", 1, "arch-unregistered",
                          f"declared architecture {m.architecture} has no native class in "
                          "any EntryClass; SGLang would fall back to TransformersForCausalLM",
-                         f"add a model module whose EntryClass includes {m.architecture}")
+                         f"add a model module whose EntryClass includes {m.architecture}",
+                         unit=self.model_unit(m))
 
     # --- API drift --------------------------------------------------------
 
@@ -249,12 +260,14 @@ class Linter:
                 self.add(edits.MODEL_CONFIG, 1, "multimodal-unregistered",
                          f"{m.architecture} is declared multimodal but is not in "
                          "multimodal_model_archs after apply",
-                         "add it to a register-multimodal edit unit")
+                         "add it to a register-multimodal edit unit",
+                         unit=self.model_unit(m))
             if m.mla and m.architecture not in mla:
                 self.add(edits.MODEL_CONFIG, 1, "mla-unregistered",
                          f"{m.architecture} is declared MLA but no MLA branch of "
                          "ModelConfig names it after apply",
-                         "add it to a register-mla edit unit")
+                         "add it to a register-mla edit unit",
+                         unit=self.model_unit(m))
 
 
 def overlay_paths(manifest) -> list[str]:

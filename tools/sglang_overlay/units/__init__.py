@@ -118,6 +118,8 @@ class Context:
     existed_at_pin: Callable[[str], bool | None]
     # make the blobs a patch was made on available for 3-way merges
     ensure_patch_base: Callable[[], bool]
+    # the patch file of a patch unit (a resolved conflict may stand in for it)
+    patch_file: Callable[[Unit], Path]
 
 
 def apply_unit(ctx: Context, unit: Unit) -> Outcome:

@@ -41,12 +41,13 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
         if current is not None and ctx.existed_at_pin(rel) is False:
             theirs = stage.read(rel) or b""
             provides.append(rel)
-            notes.append(f"{rel}: {diff_summary(data, theirs)}")
+            notes.append((rel, diff_summary(data, theirs)))
         stage.write(rel, data, mode)
         changed.append(rel)
     if not changed:
         return Outcome(ALREADY_UPSTREAM, ctx.manifest.unit_files(unit),
                        "identical to upstream's files")
     if provides:
-        return Outcome(UPSTREAM_PROVIDES, provides, "; ".join(notes))
+        detail = notes[0][1] if len(notes) == 1 else "; ".join(f"{p}: {d}" for p, d in notes)
+        return Outcome(UPSTREAM_PROVIDES, provides, detail)
     return Outcome(APPLIED, changed)

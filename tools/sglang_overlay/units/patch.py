@@ -36,7 +36,7 @@ def failing_hunks(ctx: Context, parsed: patchfile.Patch) -> list[str]:
 
 def apply(ctx: Context, unit: Unit) -> Outcome:
     stage = ctx.stage
-    path = ctx.manifest.root / unit.patch
+    path = ctx.patch_file(unit)
     parsed = patchfile.parse(path.read_bytes())
     paths = parsed.paths
 

@@ -1,0 +1,16 @@
+"""Ordering upstream tags like releases (v0.5.1 < v0.5.1.post1 < v0.5.2rc0 < v0.5.2)."""
+
+from __future__ import annotations
+
+import re
+
+from packaging.version import InvalidVersion, Version
+
+
+def version_key(tag: str) -> tuple:
+    """Sort key: PEP 440 order for release tags, natural order for the rest after them."""
+    try:
+        return (0, Version(tag.lstrip("v")), ())
+    except InvalidVersion:
+        parts = re.split(r"(\d+)", tag)
+        return (1, Version("0"), tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts))
