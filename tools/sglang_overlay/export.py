@@ -27,10 +27,25 @@ def diff(git: Git, a: str, b: str, paths: list[str] | tuple[str, ...] = ()) -> b
     return git.run_bytes(*args)
 
 
-def with_new_diff(old_patch: bytes, new_diff: bytes) -> bytes:
-    """The patch file with its header and trailer kept and its diff replaced."""
+STAT_BLOCK = re.compile(rb"\n---\n((?: [^\n]*\n)+)\n$")
+
+
+def with_new_diff(old_patch: bytes, new_diff: bytes, git: Git | None = None) -> bytes:
+    """The patch file with its header and trailer kept and its diff replaced.
+
+    An unchanged diff gives back the same bytes. When the diff changed and
+    the header carries a diffstat (format-patch's "---" block), the stat is
+    derived data and is recomputed (or dropped when no git is at hand).
+    """
+    header, old_diff = patchfile.split(old_patch)
     parsed = patchfile.parse(old_patch)
-    return patchfile.assemble(parsed.header, new_diff, parsed.trailer)
+    if old_diff[: len(old_diff) - len(parsed.trailer)] == new_diff:
+        return old_patch
+    m = STAT_BLOCK.search(header)
+    if m:
+        stat = git.run_bytes("apply", "--stat", "--summary", "-", stdin=new_diff) if git else b""
+        header = header[: m.start(1)] + stat + b"\n" if stat else header[: m.start()] + b"\n---\n"
+    return patchfile.assemble(header, new_diff, parsed.trailer)
 
 
 def commit_header(git: Git, commit: str) -> bytes:

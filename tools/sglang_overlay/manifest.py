@@ -585,6 +585,7 @@ def _with_table(text: str, key: str, fields: dict[str, Any]) -> str:
             if isinstance(v, str) and "\n" in v:
                 v = tomlkit.string(v, multiline=True)
             table[k] = v
+        table.add(tomlkit.nl())
         if key not in doc:
             doc[key] = tomlkit.aot()
         doc[key].append(table)

@@ -325,6 +325,28 @@ class Mirror:
                         progress.done()
         return all(self.git.has_object(o) for o in oids)
 
+    def deepen_until(self, ref: str, ancestor: str, limit: int = 4096) -> None:
+        """Fetch ref's history, deeper and deeper, until it reaches ancestor.
+
+        For capture from a fork branch in the upstream: the merge-base needs
+        the fork's commits back to the release it started from, no more.
+        """
+        depth = 32
+        while depth <= limit:
+            if self.git.result("merge-base", "--is-ancestor", ancestor, ref).ok or \
+                    self.git.result("merge-base", ancestor, f"refs/overlay/heads/{ref}").ok:
+                return
+            with self.lock:
+                repo = gitpython.Repo(str(self.path))
+                try:
+                    repo.git.fetch("origin", "--no-tags", f"--depth={depth}",
+                                   f"+refs/heads/{ref}:refs/overlay/heads/{ref}")
+                except gitpython.GitCommandError:
+                    return
+                finally:
+                    repo.close()
+            depth *= 4
+
     def ensure_commit(self, sha: str, label: str) -> bool:
         """Fetch a commit (depth 1) if missing; False when upstream cannot give it."""
         self.ensure()

@@ -1,0 +1,234 @@
+"""`overlay capture --from FORK`: turn an existing fork into overlay units.
+
+The base is the merge-base of the fork with the upstream ref (--base, else
+the pinned ref). Against it:
+  * every new file goes under overlay/ as a files unit;
+  * every modified file becomes a patch unit with a header;
+  * additions to multimodal_model_archs or the MLA branch of ModelConfig
+    become edit units when the edit reproduces the fork's file exactly
+    (otherwise a patch), and new model modules are declared as [[model]];
+  * deleted files, binary and mode-only changes are captured too and
+    reported, never dropped silently.
+`overlay apply --sglang-ref <base>` then rebuilds the fork's tree exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import click
+
+from .. import export, journal, report
+from ..errors import FINDINGS, OK, BadInput
+from ..gitutil import Git
+from ..lint.facts import extract
+from ..manifest import MANIFEST_NAME, with_model, with_unit
+from ..units import edit as edits
+from . import open_overlay
+
+MODELS_DIR = "python/sglang/srt/models/"
+CAPTURE_REF = "refs/overlay-capture/fork"
+
+
+def run(opts, source, base, upstream, offline, as_json) -> int:
+    manifest, session = open_overlay(opts, upstream, offline)
+    ws = session.workspace
+    ws.ensure()
+    g = ws.git
+    base_ref = base or manifest.ref
+    if not base_ref:
+        raise BadInput("no --base given and the manifest pins no ref",
+                       "pass --base REF (the upstream release the fork started from)")
+    upstream_tip = session.resolve(base_ref).commit
+    fork, label = _fork_commit(session, source, upstream_tip)
+    mb = g.result("merge-base", fork, upstream_tip)
+    if not mb.ok:
+        raise BadInput(f"the fork {label} and {base_ref} share no history",
+                       "pass --base with the upstream release the fork started from")
+    merge_base = mb.out.strip()
+
+    taken = {u.name for u in manifest.units}
+    claimed = {p for u in manifest.active_units if u.kind == "files"
+               for p in manifest.unit_files(u)}
+    tx = journal.Transaction(manifest.root)
+    text = (manifest.root / MANIFEST_NAME).read_text()
+    rows, notes = [], []
+    changes = export.changes(g, merge_base, fork)
+    if not changes:
+        raise BadInput(f"the fork {label} has no changes against {base_ref} ({merge_base[:12]})",
+                       "pass --from the fork's checkout or branch")
+    new_models: dict[str, dict] = {}
+    # files units first, then patches, then edits (the repository's own order)
+    buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
+
+    def add_unit(fields: dict, row: list) -> None:
+        taken.add(fields["name"])
+        buckets[fields["kind"]].append((fields, row))
+
+    for ch in changes:
+        if ch.path in claimed or any(u.kind == "patch" and ch.path in _patch_paths(manifest, u)
+                                     for u in manifest.active_units):
+            raise BadInput(f"the overlay already has a unit for {ch.path}",
+                           "capture into a new overlay (`overlay init`), or remove that unit")
+        stem = PurePosixPath(ch.path).stem
+        binary = ch.status != "D" and export.is_binary(g, merge_base, fork, ch.path)
+        if ch.status == "A" and ch.new_mode in ("100644", "100755"):
+            name = export.slug(f"{stem}-model" if ch.path.startswith(MODELS_DIR) else stem, taken)
+            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
+                     0o755 if ch.new_mode == "100755" else 0o644)
+            add_unit({"name": name, "kind": "files",
+                      "description": f"Add {ch.path} (captured from {label})",
+                      "files": [ch.path]},
+                     [name, "files", f"overlay/{ch.path}", "new file"])
+            if ch.path.startswith(MODELS_DIR) and ch.path.count("/") == 4:
+                for arch in _entry_classes(g.object_bytes(ch.new_blob), ch.path):
+                    new_models.setdefault(arch, {"architecture": arch})["unit"] = name
+            continue
+        if ch.status == "M" and binary and ch.new_mode == ch.old_mode:
+            name = export.slug(stem, taken)
+            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
+                     0o755 if ch.new_mode == "100755" else 0o644)
+            add_unit({"name": name, "kind": "files",
+                      "description": f"Replace {ch.path} (binary; captured from {label})",
+                      "files": [ch.path]},
+                     [name, "files", f"overlay/{ch.path}", "binary change: whole file"])
+            notes.append(f"{ch.path}: binary change, captured as a whole-file replacement "
+                         f"in overlay/{ch.path}")
+            continue
+        if ch.path == edits.MODEL_CONFIG and ch.status == "M":
+            captured = _config_edits(g, ch, label, taken, new_models)
+            if captured:
+                for fields, row in captured:
+                    add_unit(fields, row)
+                continue
+        # everything else is a patch: modifications, deletions, mode and type changes
+        what = {"D": "delete", "T": "change the type of"}.get(ch.status, "change")
+        if ch.mode_only:
+            what = "change the mode of"
+            notes.append(f"{ch.path}: mode-only change ({ch.old_mode} -> {ch.new_mode}), "
+                         "captured as a patch")
+        elif ch.status == "D":
+            notes.append(f"{ch.path}: the fork deletes this file; captured as a patch that "
+                         "deletes it (check that you meant it)")
+        elif binary:
+            notes.append(f"{ch.path}: binary change, captured as a binary patch")
+        elif ch.status == "T":
+            notes.append(f"{ch.path}: type change ({ch.old_mode} -> {ch.new_mode}), "
+                         "captured as a patch")
+        name = export.slug(("delete-" if ch.status == "D" else "") + stem, taken)
+        subjects = g.run("log", "--format=%s", f"{merge_base}..{fork}", "--", ch.path)
+        body = (f"What: {what} {ch.path}, as the fork {label} does.\n\n"
+                "Why: (describe why the overlay carries this change)\n\n"
+                + (f"Fork commits:\n" + "\n".join(f"  {s}" for s in subjects.splitlines()[:10])
+                   + "\n\n" if subjects else "")
+                + "Forwarded: no")
+        patch = f"patches/{name}.patch"
+        author, _, date = g.run("log", "-1", "--format=%an <%ae>|%aD", f"{merge_base}..{fork}",
+                                "--", ch.path).partition("|")
+        header = export.new_header(f"{stem}: {what} {ch.path}", body, author or None,
+                                   date or "Thu, 1 Jan 1970 00:00:00 +0000")
+        tx.write(patch, header + export.diff(g, merge_base, fork, [ch.path]))
+        add_unit({"name": name, "kind": "patch",
+                  "description": f"{what.capitalize()} {ch.path} (captured from {label})",
+                  "patch": patch},
+                 [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
+
+    for kind in ("files", "patch", "edit"):
+        for fields, row in buckets[kind]:
+            text = with_unit(text, {**fields, "forwarded": "no"})
+            rows.append(row)
+    declared = {m.architecture for m in manifest.models}
+    for arch, fields in new_models.items():
+        if arch not in declared:
+            text = with_model(text, fields)
+    tx.write(MANIFEST_NAME, text.encode())
+    written = tx.commit()
+    code = OK
+    result = {"fork": label, "fork_commit": fork, "base": base_ref, "merge_base": merge_base,
+              "units": [dict(zip(("name", "kind", "files", "note"), r)) for r in rows],
+              "models": list(new_models), "notes": notes, "written": written,
+              "exit_code": code}
+    if as_json:
+        report.emit_json(result)
+        return code
+    click.echo(report.table(("UNIT", "KIND", "FILES", "NOTE"), rows))
+    for n in notes:
+        click.echo(f"note: {n}")
+    click.echo("")
+    click.echo(f"captured {len(rows)} units from {label} ({fork[:12]}) against "
+               f"{base_ref} (merge-base {merge_base[:12]})")
+    if merge_base != upstream_tip:
+        click.echo(f"the fork started from {merge_base[:12]}, not {base_ref}: rebuild it with "
+                   f"`overlay apply --sglang-ref {merge_base}`")
+    else:
+        click.echo(f"rebuild it with `overlay apply --sglang-ref {base_ref}`")
+    return code
+
+
+def _fork_commit(session, source: str, upstream_tip: str) -> tuple[str, str]:
+    """(commit, label) of the fork, its objects fetched into the workspace."""
+    g = session.workspace.git
+    path = Path(source).expanduser()
+    if path.is_dir():
+        fg = Git(path)
+        if not fg.result("rev-parse", "--is-inside-work-tree").ok:
+            raise BadInput(f"{path} is not a git checkout",
+                           "pass --from the checkout of your fork, or a revision")
+        if fg.run("status", "--porcelain"):
+            raise BadInput(f"{path} has uncommitted changes",
+                           "commit them in the fork first; capture reads commits")
+        g.run("fetch", "--quiet", "--no-tags", str(path.resolve()), f"+HEAD:{CAPTURE_REF}")
+        return g.run("rev-parse", CAPTURE_REF), str(path)
+    # a revision in the upstream repository (a fork's branch pushed there)
+    fork = session.resolve(source).commit
+    session.mirror.deepen_until(source, upstream_tip)
+    return fork, source
+
+
+def _patch_paths(manifest, unit) -> list[str]:
+    from .. import patchfile
+
+    return patchfile.parse((manifest.root / unit.patch).read_bytes()).paths
+
+
+def _entry_classes(source: bytes, path: str) -> list[str]:
+    module = path[len("python/"):-3].replace("/", ".")
+    facts = extract(source, module, False)
+    return [e for e in facts.get("entry") or [] if e in facts.get("classes", {})]
+
+
+def _config_edits(g, ch, label, taken, new_models):
+    """Edit units for model_config.py when the edits reproduce the fork's file."""
+    before = g.object_bytes(ch.old_blob).decode()
+    after = g.object_bytes(ch.new_blob).decode()
+    mm_before = edits.multimodal_archs(before) or set()
+    mm_after = edits.multimodal_archs(after) or set()
+    mm_new = [a for a in _in_order(after, mm_after - mm_before)]
+    mla_new = [a for a in _in_order(after, edits.mla_archs(after) - edits.mla_archs(before))]
+    if not (mm_new or mla_new):
+        return None
+    try:
+        text = edits.register_multimodal(before, mm_new).text if mm_new else before
+        text = edits.register_mla(text, mla_new).text if mla_new else text
+    except edits.MissingAnchor:
+        return None
+    if text != after:
+        return None  # the fork did more, or placed them elsewhere: keep a patch
+    out = []
+    for op, archs, flag in (("register-multimodal", mm_new, "multimodal"),
+                            ("register-mla", mla_new, "mla")):
+        if not archs:
+            continue
+        for a in archs:
+            new_models.setdefault(a, {"architecture": a})[flag] = True
+        name = export.slug(op.replace("register-", "register-") + "-archs", taken)
+        taken.add(name)
+        out.append(({"name": name, "kind": "edit",
+                     "description": f"{op}: {', '.join(archs)} (captured from {label})",
+                     "edit": op, "models": archs},
+                    [name, "edit", edits.MODEL_CONFIG, f"{op} {', '.join(archs)}"]))
+    return out
+
+
+def _in_order(text: str, names: set[str]) -> list[str]:
+    return sorted(names, key=lambda n: text.find(f'"{n}"'))

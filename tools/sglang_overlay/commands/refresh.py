@@ -1,0 +1,296 @@
+"""`overlay refresh`: write work done in an applied worktree back into the overlay.
+
+Plain ``refresh`` reads the commits of the worktree on top of its upstream
+base, one per unit (each carries an ``Overlay-Unit:`` trailer):
+  * a files unit's commit writes its files back to overlay/;
+  * a patch unit's commit becomes the patch's new diff (its header is kept);
+  * an edit unit changed by hand is reported: edits are declarations;
+  * a commit without the trailer becomes a new unit (files when it only
+    adds files, patch otherwise).
+To change a unit, amend its commit (``git commit --fixup`` and ``git rebase
+-i --autosquash``); uncommitted changes are refused.
+
+``--continue`` finishes an apply or upgrade that stopped on a conflict, from
+the files resolved in its resolution worktree; ``--abort`` drops it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import click
+
+from .. import export, journal, report, state, target, workflow
+from ..errors import FINDINGS, OK, BadInput
+from ..gitutil import Git
+from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
+from ..units import edit as edits
+from ..upstream import Resolved
+from . import open_overlay
+from . import upgrade as upgrade_cmd
+
+MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.M)
+
+
+def run(opts, worktree, continue_, abort, as_json) -> int:
+    if continue_ and abort:
+        raise BadInput("--continue and --abort exclude each other", "pass one of them")
+    if continue_ or abort:
+        manifest, _ = open_overlay(opts)
+        pending = state.load(manifest.root)
+        if not pending:
+            raise BadInput("there is no apply or upgrade stopped on a conflict",
+                           "run `overlay apply` or `overlay upgrade` first")
+        manifest, session = open_overlay(opts, pending["upstream"])
+        session.patch_overrides = {k: Path(v) for k, v in pending.get("overrides", {}).items()}
+        if abort:
+            saved = workflow.drop_resolution(session, pending)
+            if as_json:
+                report.emit_json({"aborted": pending["operation"], "backup": saved})
+            else:
+                click.echo(f"dropped the unfinished {pending['operation']} "
+                           f"(resolution worktree {pending['resolution']})")
+                if saved:
+                    click.echo(f"your edits there were saved as {saved}")
+            return OK
+        return _continue(session, pending, as_json)
+    manifest, session = open_overlay(opts)
+    return _refresh(session, worktree, as_json)
+
+
+# --- --continue -----------------------------------------------------------------
+
+
+def _continue(session, pending: dict, as_json: bool) -> int:
+    m = session.manifest
+    unit = m.unit(pending["unit"])
+    res = Path(pending["resolution"])
+    if not res.is_dir() or not session.workspace.owns(res):
+        raise BadInput(f"the resolution worktree {res} is gone",
+                       "drop the unfinished operation with `overlay refresh --abort`")
+    if unit.kind != "patch":
+        raise BadInput(
+            f"unit '{unit.name}' is a {unit.kind} unit: its conflict is a missing anchor, "
+            "not a text conflict to resolve in a worktree",
+            "update the unit in overlay.toml (or turn the change into a patch unit), then "
+            "`overlay refresh --abort` and run the command again")
+    g = Git(res)
+    head = g.run("rev-parse", "HEAD")
+    tree = _worktree_tree(g)
+    for path in g.run("diff", "--name-only", head, tree).splitlines():
+        p = res / path
+        if p.is_file():
+            m_ = MARKER.search(p.read_text(errors="replace"))
+            if m_:
+                line = p.read_text(errors="replace")[: m_.start()].count("\n") + 1
+                raise BadInput(f"{p}:{line} still has a conflict marker",
+                               "finish resolving the file, then run "
+                               "`overlay refresh --continue` again")
+    new_diff = export.diff(session.workspace.git, head, tree)
+    if not new_diff.strip():
+        raise BadInput(f"the resolution leaves nothing of unit '{unit.name}'",
+                       "if upstream already does what it did, `overlay refresh --abort` and "
+                       f"set applied-upstream = \"{pending['ref']}\" on the unit")
+    resolved = export.with_new_diff(session.patch_file(unit).read_bytes(), new_diff, g)
+    rdir = state.state_dir(m.root) / workflow.RESOLVED_DIR
+    rdir.mkdir(parents=True, exist_ok=True)
+    path = rdir / f"{unit.name}.patch"
+    path.write_bytes(resolved)
+    session.patch_overrides[unit.name] = path
+
+    if pending["operation"] == "upgrade":
+        return upgrade_cmd.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
+
+    # an apply: the resolution becomes the unit's patch now, then apply again
+    tx = journal.Transaction(m.root)
+    for name, p in session.patch_overrides.items():
+        tx.write(m.unit(name).patch, Path(p).read_bytes())
+    written = tx.commit()
+    session.patch_overrides = {}
+    dest = Path(pending["target"])
+    pre = target.preflight(session.workspace, dest, pending["branch"], force=False)
+    build = session.build(Resolved(pending["ref"], pending["base"], None))
+    out = workflow.finish(session, build, pre, "apply", {})
+    code = FINDINGS if not build.ok or any(f.severity == "error" for f in out.findings) else OK
+    if as_json:
+        report.emit_json({"continued": "apply", "written": written,
+                          "units": [r.to_json() for r in build.results],
+                          **out.to_json(), "exit_code": code})
+        return code
+    click.echo(report.table(report.UNIT_HEADERS, report.unit_rows(build.results), color_col=2))
+    click.echo("")
+    click.echo(f"wrote {', '.join(written) or 'nothing'}")
+    if build.ok:
+        click.echo(f"{dest}: branch {pre.branch} at {build.head[:12]}")
+    else:
+        workflow.explain_conflict(out, pending["ref"])
+    return code
+
+
+def _worktree_tree(g: Git) -> str:
+    """The tree of a worktree's files as they are now (untracked included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
+        gi.run("read-tree", "HEAD")
+        gi.run("add", "-A", ".")
+        return gi.run("write-tree")
+
+
+# --- plain refresh ------------------------------------------------------------
+
+
+def _trailer(g: Git, commit: str) -> str | None:
+    out = g.run("log", "-1", "--format=%(trailers:key=Overlay-Unit,valueonly,separator=%x2C)",
+                commit).strip()
+    return out.split(",")[0].strip() or None
+
+
+def _message(g: Git, commit: str) -> str:
+    body = g.run("log", "-1", "--format=%B", commit)
+    lines = [l for l in body.splitlines() if not re.match(r"^Overlay-[A-Za-z]+: ", l)]
+    return "\n".join(lines).strip()
+
+
+def _refresh(session, worktree: Path | None, as_json: bool) -> int:
+    m = session.manifest
+    root = m.root
+    wt = (Path.cwd() / worktree).absolute() if worktree else target.default_target(root, m.ref)
+    if not wt.is_dir() or not session.workspace.owns(wt):
+        raise BadInput(f"{wt} is not a worktree this overlay applied",
+                       "pass --worktree with the worktree `overlay apply` made")
+    g = Git(wt)
+    if target.is_dirty(wt):
+        raise BadInput(
+            f"{wt} has uncommitted changes",
+            "commit them: a new commit becomes a new unit, and to change a unit amend "
+            "its commit (git commit --fixup <commit> && git rebase -i --autosquash)")
+    branch = g.result("symbolic-ref", "-q", "HEAD").out.strip().removeprefix("refs/heads/")
+    base = session.workspace.git.rev(target.base_ref(branch)) if branch else None
+    if not base:
+        raise BadInput(f"{wt} is not on a branch `overlay apply` made",
+                       f"check out its overlay/<ref> branch in {wt}")
+    commits = g.run("rev-list", "--reverse", "--first-parent", f"{base}..HEAD").split()
+    tx = journal.Transaction(root)
+    text = (root / MANIFEST_NAME).read_text()
+    names = {u.name for u in m.units}
+    rows, findings = [], []
+    for c in commits:
+        parent = g.run("rev-parse", f"{c}^")
+        name = _trailer(g, c)
+        unit = next((u for u in m.units if u.name == name and not u.retired), None)
+        if unit is None:
+            text, row = _new_unit(g, tx, text, names, parent, c)
+        elif unit.kind == "files":
+            text, row = _files_back(g, tx, text, m, unit, parent, c)
+        elif unit.kind == "patch":
+            tx.write(unit.patch, export.with_new_diff((root / unit.patch).read_bytes(),
+                                                      export.diff(g, parent, c), g))
+            row = [unit.name, "patch", "", [unit.patch]]
+        else:
+            problem = _edit_changed_by_hand(g, m, unit, parent, c)
+            if problem:
+                findings.append(f"{unit.name}: {problem}")
+            row = [unit.name, "edit", "by hand" if problem else "unchanged", []]
+        rows.append(row)
+    tx.write(MANIFEST_NAME, text.encode())
+    written = tx.commit()
+    if written:
+        _reapply(session, wt, branch, base)
+    for row in rows:
+        if not row[2]:  # an existing unit: did writing it back change anything?
+            row[2] = "updated" if set(row[3]) & set(written) else "unchanged"
+        row[3] = ", ".join(row[3])
+    code = FINDINGS if findings else OK
+    if as_json:
+        report.emit_json({"worktree": str(wt), "base": base, "written": written,
+                          "units": [dict(zip(("name", "kind", "action", "files"), r))
+                                    for r in rows],
+                          "findings": findings, "exit_code": code})
+        return code
+    click.echo(report.table(("UNIT", "KIND", "ACTION", "FILES"), rows))
+    for f in findings:
+        click.echo(f)
+    click.echo(f"\nwrote {', '.join(written) or 'nothing (the overlay already matches)'}")
+    return code
+
+
+def _reapply(session, wt: Path, branch: str, base: str) -> None:
+    """Rebuild the worktree's branch from the refreshed overlay.
+
+    The tree stays the same, so no file changes; the commits become the
+    overlay's own again (with their Overlay-Unit trailers), and a second
+    refresh finds nothing new.
+    """
+    from ..manifest import load
+    from ..engine import Session
+
+    fresh = Session(load(session.manifest.root), session.cache, session.url,
+                    session.offline)
+    ref = session.workspace.git.run("log", "-1", "--format=%H", base)
+    build = fresh.build(Resolved(ref, base, None))
+    if build.ok:
+        pre = target.preflight(fresh.workspace, wt, branch, force=False)
+        target.promote(fresh.workspace, pre, build.head, build.tree, build.base)
+
+
+def _files_back(g, tx, text, m, unit, parent, c):
+    listed = set(m.unit_files(unit))
+    files = list(unit.files)
+    touched = []
+    for ch in export.changes(g, parent, c):
+        dest = f"overlay/{ch.path}"
+        if ch.status == "D":
+            if ch.path in unit.files:
+                files.remove(ch.path)
+            tx.delete(dest)
+        else:
+            tx.write(dest, g.object_bytes(ch.new_blob),
+                     0o755 if ch.new_mode == "100755" else 0o644)
+            if ch.path not in listed:
+                files.append(ch.path)
+        touched.append(dest)
+    if files != list(unit.files):
+        text = with_unit_keys(text, unit.name, files=files)
+    return text, [unit.name, "files", "", touched]
+
+
+def _new_unit(g, tx, text, names, parent, c):
+    message = _message(g, c)
+    subject = message.splitlines()[0] if message else c[:12]
+    name = export.slug(subject, names)
+    names.add(name)
+    chs = export.changes(g, parent, c)
+    if chs and all(ch.status == "A" and ch.new_mode in ("100644", "100755") for ch in chs):
+        for ch in chs:
+            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
+                     0o755 if ch.new_mode == "100755" else 0o644)
+        fields = {"name": name, "kind": "files", "description": message or subject,
+                  "files": [ch.path for ch in chs], "forwarded": "no"}
+        row = [name, "files", "new", [f"overlay/{ch.path}" for ch in chs]]
+    else:
+        patch = f"patches/{name}.patch"
+        tx.write(patch, export.commit_header(g, c) + export.diff(g, parent, c))
+        fields = {"name": name, "kind": "patch", "description": message or subject,
+                  "patch": patch, "forwarded": "no"}
+        row = [name, "patch", "new", [patch]]
+    return with_unit(text, fields), row
+
+
+def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
+    models = [m.model(a) for a in unit.models]
+    for ch in export.changes(g, parent, c):
+        before = g.object_bytes(ch.old_blob).decode() if ch.status != "A" else ""
+        after = g.object_bytes(ch.new_blob).decode() if ch.status != "D" else ""
+        if unit.edit == "register-multimodal":
+            expected = edits.register_multimodal(before, [x.architecture for x in models]).text
+        elif unit.edit == "register-mla":
+            expected = edits.register_mla(before, [x.architecture for x in models]).text
+        else:
+            list_name = dict(edits.SUITES).get(ch.path, "ALL_MODELS")
+            expected = edits.add_model_cases(before, list_name, models).text
+        if after != expected:
+            return (f"{ch.path} was changed by hand; an edit unit is a declaration, so "
+                    "make the change in overlay.toml or in a new commit (a new patch unit)")
+    return None
