@@ -209,6 +209,11 @@ def verify(opts: Options, **kwargs) -> int:
 @click.option("--worktree", type=click.Path(path_type=Path), metavar="PATH",
               help="Patched checkout holding the suite (default: the pinned ref's worktree).")
 @click.option("--python", "python", metavar="PATH", help="Interpreter with the patched sglang.")
+@click.option("--standin-suite", "standin_suite", metavar="PATH",
+              type=click.Path(exists=True, path_type=Path),
+              envvar="SGLANG_OVERLAY_STANDIN_SUITE",
+              help="For CI without a GPU: run this CPU stand-in suite instead of the "
+                   "checkout's, without the CUDA check; its reports say cpu-standin.")
 @json_option
 @pass_options
 def test_(opts: Options, **kwargs) -> int:
