@@ -131,3 +131,29 @@ MODEL_FILE = textwrap.dedent('''\
 
     EntryClass = MyLlamaForCausalLM
     ''')
+
+
+def copy_repo_overlay(dest: Path, upstream: Path, commit: bool = True) -> Path:
+    """A copy of this repository's overlay (manifest, overlay/, patches/) whose
+    upstream is the local one, as its own git repository."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    for name in ("overlay.toml", "overlay", "patches"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    text = (dest / "overlay.toml").read_text()
+    (dest / "overlay.toml").write_text(
+        text.replace('url = "https://github.com/sgl-project/sglang.git"', f'url = "{upstream}"'))
+    if commit:
+        git(dest, "init", "-q")
+        (dest / ".gitignore").write_text("/sglang-*/\n/.sglang-*/\n/.overlay/\n")
+        git(dest, "add", "-A")
+        git(dest, "commit", "-qm", "overlay")
+    return dest
+
+
+def overlay_snapshot(root: Path) -> dict:
+    """The overlay's own files (not worktrees, not .git, not .overlay state)."""
+    return {k: v for k, v in tree_snapshot(root).items()
+            if not k.startswith(("sglang-", ".sglang-", ".overlay/"))}

@@ -26,6 +26,7 @@ commit = "{commit}"
 GITIGNORE = """\
 # written by `overlay`: worktrees, wheels, reports, pull requests
 /sglang-*/
+/.sglang-*/
 /dist/
 /reports/
 /pr/
