@@ -87,6 +87,10 @@ def test_missing_anchor_is_a_clear_conflict(tmp_path, upstream, shared_cache):
     unit = r.json["units"][0]
     assert unit["status"] == "conflict"
     assert "multimodal_model_archs" in unit["detail"] and "missing anchor" in unit["detail"]
+    # an edit conflict cannot be continued in a worktree: it is dropped instead
+    cont = overlay("-C", root, "refresh", "--continue", cache=shared_cache)
+    assert cont.rc == 2 and "missing anchor" in cont.err
+    assert overlay("-C", root, "refresh", "--abort", cache=shared_cache).rc == 0
     ok = overlay("-C", root, "apply", "--json", cache=shared_cache)
     assert ok.rc == 1  # MyVL has no model file, so lint says so ...
     assert ok.json["units"][0]["status"] == "applied"  # ... but the edit applies on v0.5.1
