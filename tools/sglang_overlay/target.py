@@ -147,7 +147,11 @@ def base_ref(branch: str) -> str:
 
 def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
             base: str) -> tuple[bool, str | None]:
-    """Make target and branch show head. (changed, backup ref or None)."""
+    """Make target and branch show head. (what happened, backup ref or None).
+
+    What happened: "created", "updated" (files changed), "recommitted" (same
+    tree, new commits: e.g. the overlay repository moved on) or "unchanged".
+    """
     target, branch = pre.target, pre.branch
     g = ws.git
     with ws.lock:
@@ -159,12 +163,12 @@ def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
             current_tree = tg.run("rev-parse", "HEAD^{tree}")
             on_branch = tg.result("symbolic-ref", "-q", "HEAD").out.strip() == f"refs/heads/{branch}"
             if current_tree == tree and not pre.dirty:
-                changed = tg.run("rev-parse", "HEAD") != head or not on_branch
+                same = tg.run("rev-parse", "HEAD") == head and on_branch
                 # same content: move the branch, point HEAD at it; no file changes
                 g.run("update-ref", f"refs/heads/{branch}", head)
                 if not on_branch:
                     tg.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-                return changed, saved
+                return ("unchanged" if same else "recommitted"), saved
             new = _tmp_path(target, "new")
             old = _tmp_path(target, "old")
             ws.add_worktree(new, head)
@@ -174,14 +178,14 @@ def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
             g.run("update-ref", f"refs/heads/{branch}", head)
             Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
             ws.remove_worktree(old)
-            return True, saved
+            return "updated", saved
         target.parent.mkdir(parents=True, exist_ok=True)
         new = _tmp_path(target, "new")
         ws.add_worktree(new, head)
         ws.move_worktree(new, target)
         g.run("update-ref", f"refs/heads/{branch}", head)
         Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-        return True, saved
+        return "created", saved
 
 
 def prepare_resolution(ws: Workspace, target: Path, force: bool) -> Path:

@@ -26,7 +26,7 @@ class Outcome:
     build: Build
     worktree: Path
     branch: str
-    changed: bool = False
+    what: str = ""  # created / updated / recommitted / unchanged (see target.promote)
     backup: str | None = None
     resolution: Path | None = None
     findings: list = field(default_factory=list)
@@ -37,7 +37,8 @@ class Outcome:
             "branch": self.branch,
             "commit": self.build.head if self.build.ok else None,
             "tree": self.build.tree if self.build.ok else None,
-            "changed": self.changed,
+            "changed": self.what not in ("", "unchanged"),
+            "worktree_state": self.what or None,
             "backup": self.backup,
             "lint": [f.to_json() for f in self.findings],
         }
@@ -55,7 +56,7 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
     if build.ok:
         if run_lint:
             out.findings = lint_mod.lint_build(session, build)
-        out.changed, out.backup = target.promote(session.workspace, pre, build.head,
+        out.what, out.backup = target.promote(session.workspace, pre, build.head,
                                                  build.tree, build.base)
         pending = state.load(root)
         if pending and pending.get("target") == str(pre.target):

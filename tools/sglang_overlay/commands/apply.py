@@ -62,7 +62,7 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
             click.echo(f.text())
     click.echo("")
     if build.ok:
-        what = "updated" if out.changed else "unchanged"
+        what = {"recommitted": "same tree, new commits"}.get(out.what, out.what)
         click.echo(f"{dest}: {what}, branch {pre.branch} at {build.head[:12]} "
                    f"(tree {build.tree[:12]}) on {ref} ({base.commit[:12]})")
         if out.backup:
