@@ -1,0 +1,218 @@
+"""`overlay build`: a reproducible wheel of the patched tree.
+
+From source (default): the overlay is applied on a temporary index, upstream's
+``python/`` project of the result is exported to a temporary directory (never
+a user's worktree), its version becomes ``<upstream>+overlay.<hash>``, the
+embedded manifest is added as package data, and PyPA ``build`` builds it
+(without isolation when this interpreter has the build requirements, with
+SOURCE_DATE_EPOCH = the upstream commit's time). setuptools then writes the
+canonical form by itself and its wheel is kept as built; any other result is
+rewritten into that form (``wheels.WheelContents.write``).
+
+With ``--repack WHEEL``: upstream's official wheel for that release gets the
+overlay's files under its packages instead (for releases whose source needs a
+native toolchain), the embedded manifest and the new version, and is written
+in the same canonical form. Either way the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from .. import report, wheels
+from ..engine import progress
+from ..errors import BadInput, Findings
+from . import open_overlay
+
+
+def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
+    t0 = time.monotonic()
+    wheels.require("wheel", "wheel")
+    if repack is None:
+        wheels.require("build", "build")
+    upstream_wheel = None
+    if repack is not None:
+        upstream_wheel = wheels.WheelContents.read(Path(repack))  # bad input fails here
+        if _canonical(upstream_wheel.name) != wheels.PACKAGE:
+            raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
+                           "pass upstream's sglang wheel, e.g. `pip download --no-deps "
+                           "--only-binary :all: sglang==<version>`")
+
+    manifest, session = open_overlay(opts, upstream, offline)
+    out_dir = Path(out) if out else manifest.root / "dist"
+    ref = sglang_ref or manifest.ref
+    progress(f"applying the overlay on {ref or '(no ref)'} ...")
+    build = session.build_ref(ref)
+    git = session.workspace.git
+    epoch = int(git.run("show", "-s", "--format=%ct", build.base))
+    overlay_hash = manifest.content_hash(build.base)
+    changes = wheels.changed_paths(git, build.base, build.head)
+
+    with tempfile.TemporaryDirectory(prefix="overlay-build-") as tmp:
+        tmp = Path(tmp)
+        progress(f"exporting python/ of {build.head[:12]} ...")
+        session.export(build.head, tmp / "src", ("python",))
+        project = tmp / "src" / "python"
+        up_version = wheels.project_version(project / "pyproject.toml", build.ref)
+        version = wheels.local_version(up_version, overlay_hash)
+
+        def embed(files: dict[str, str | None]) -> bytes:
+            return wheels.dump_manifest(wheels.embedded_manifest(
+                manifest=manifest, build=build, url=session.url, version=version,
+                upstream_version=up_version, method=method, overlay_hash=overlay_hash,
+                files=files))
+
+        rewritten = True
+        if upstream_wheel is not None:
+            method, isolation = "repack", None
+            if not _same_version(upstream_wheel.version, up_version):
+                raise BadInput(
+                    f"{repack}: sglang {upstream_wheel.version}, but {build.ref} is sglang "
+                    f"{up_version}",
+                    f"pass the sglang=={up_version} wheel, or --sglang-ref the release "
+                    f"of version {upstream_wheel.version}")
+            contents = upstream_wheel
+            inside, skipped = wheels.map_changes(contents, changes)
+            progress(f"repacking {Path(repack).name} with {len(inside)} overlay files ...")
+            for c in inside:
+                if c.deleted:
+                    contents.entries.pop(c.relpath, None)
+                else:
+                    contents.entries[c.relpath] = ((project / c.relpath).read_bytes(), c.mode)
+            files = _digests(contents, inside)
+            contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
+            contents.set_version(version)
+        else:
+            method = "source"
+            # The manifest goes into the tree as package data, so the backend
+            # packages it and its wheel is kept as it is when already canonical.
+            wheels.set_project_version(project / "pyproject.toml", version,
+                                       package_data=wheels.MANIFEST_ARCNAME.split("/", 1))
+            predicted = _predicted_files(project, changes)
+            in_tree = embed(predicted)
+            (project / wheels.MANIFEST_ARCNAME).write_bytes(in_tree)
+            progress(f"building sglang {version} from source ...")
+            built, isolation = wheels.build_from_source(project, tmp / "built", epoch, offline)
+            contents = wheels.WheelContents.read(built)
+            if contents.version != version:
+                raise Findings(f"the build backend made version {contents.version}, "
+                               f"expected {version}",
+                               "report this; the backend rewrote the version")
+            inside, skipped = wheels.map_changes(contents, changes)
+            inside, unpackaged = _check_packaged(contents, inside, project)
+            skipped += unpackaged
+            files = _digests(contents, inside)
+            packaged = contents.entries.get(wheels.MANIFEST_ARCNAME, (None,))[0]
+            if files == predicted and packaged == in_tree and contents.written_as(built, epoch):
+                rewritten = False
+            else:
+                contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
+                contents.set_version(version)  # drops RECORD; write() regenerates it
+
+        if rewritten:
+            progress("writing the wheel ...")
+            final = contents.write(tmp / "final", epoch)
+        else:
+            final = built
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dest = out_dir / final.name
+        part = out_dir / f".{final.name}.part-{os.getpid()}"
+        shutil.copyfile(final, part)
+        os.replace(part, dest)
+
+    digest = wheels.sha256_file(dest)
+    units = [{"name": r.unit.name, "kind": r.unit.kind, "status": r.status}
+             for r in build.results]
+    result = {
+        "wheel": str(dest),
+        "sha256": digest,
+        "version": version,
+        "ref": build.ref,
+        "base": build.base,
+        "overlay_hash": overlay_hash,
+        "units": units,
+        "method": method,
+        "isolation": isolation,
+        "upstream": session.url,
+        "files": files,
+        "skipped": skipped,
+        "rewritten": rewritten,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    if as_json:
+        report.emit_json(result)
+        return 0
+    click.echo(report.table(("UNIT", "KIND", "STATUS"),
+                            [[u["name"], u["kind"], u["status"]] for u in units], color_col=2))
+    click.echo("")
+    for path in skipped if method == "repack" else ():
+        click.echo(f"note: a repack cannot carry {path} (outside the wheel's packages); "
+                   "build from source to include it")
+    how = "repacked from " + Path(repack).name if method == "repack" else (
+        "built from source, " + ("no build isolation" if isolation == "none" else "isolated"))
+    click.echo(f"{dest}")
+    click.echo(f"sha256 {digest}")
+    click.echo(f"sglang {version} on {build.ref} ({build.base[:12]}), {how}, "
+               f"{result['seconds']:.1f} s")
+    return 0
+
+
+def _digests(contents: wheels.WheelContents, inside) -> dict[str, str | None]:
+    return {c.relpath: None if c.deleted else wheels.sha256_bytes(contents.entries[c.relpath][0])
+            for c in inside}
+
+
+def _predicted_files(project: Path, changes) -> dict[str, str | None]:
+    """The overlay's changes inside the project's top-level packages, by wheel path."""
+    packages = {d.name for d in project.iterdir() if (d / "__init__.py").is_file()}
+    return {c.relpath: None if c.deleted else wheels.sha256_file(project / c.relpath)
+            for c in changes if "/" in c.relpath and c.relpath.split("/", 1)[0] in packages}
+
+
+def _same_version(a: str, b: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def _canonical(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path):
+    """The overlay's files inside a package made it into the wheel, unchanged.
+
+    Returns (the changes the wheel carries, paths upstream's build rules leave
+    out: non-Python files that are not package data). A Python module the
+    overlay adds or changes must be in the wheel.
+    """
+    kept, left_out = [], []
+    for c in inside:
+        have = contents.entries.get(c.relpath)
+        if c.deleted:
+            if have is not None:
+                raise Findings(f"the built wheel still has {c.relpath}, which the overlay "
+                               "deletes", "report this; the build picked up a stale file")
+            kept.append(c)
+        elif have is None and not c.relpath.endswith(".py"):
+            left_out.append(c.path)
+        elif have is None or have[0] != (project / c.relpath).read_bytes():
+            raise Findings(
+                f"the build backend did not package {c.path} as the overlay has it",
+                "put it in a directory upstream's [tool.setuptools.packages.find] picks up "
+                "(a valid package name), or use --repack")
+        else:
+            kept.append(c)
+    return kept, left_out

@@ -1,0 +1,124 @@
+"""`overlay install`: put the built wheel into an environment with its pip.
+
+Default wheel: the newest one in ``<overlay>/dist/`` whose embedded manifest
+says it was built from the current overlay for the pinned ref (the content
+hash is recomputed; no network). pip's output is streamed on a terminal and
+otherwise shown only when it fails.
+
+``--no-deps``: ``pip install --no-deps --force-reinstall WHEEL``.
+Otherwise ``pip install WHEEL`` first (installs what is missing and leaves
+satisfied dependencies alone; ``--force-reinstall`` there would reinstall the
+whole dependency tree, torch included), then ``pip install --no-deps
+--force-reinstall WHEEL`` so the wheel's files are exactly in place even when
+the same version was installed before.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .. import journal, report, wheels
+from ..errors import BadInput
+from ..manifest import find_root, load
+
+
+def run(opts, python, no_deps, wheel, as_json) -> int:
+    t0 = time.monotonic()
+    py = interpreter(python)
+    if wheel is not None:
+        path = Path(wheel).absolute()
+        if not path.name.endswith(".whl"):
+            raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
+                           "pass the .whl file `overlay build` printed")
+    else:
+        root = find_root(opts.directory)
+        journal.recover(root)  # like every verb: finish a change an interrupted run left
+        manifest = load(root)
+        dist = manifest.root / "dist"
+        found = wheels.find_built(manifest, dist)
+        if not found:
+            raise BadInput(
+                f"no wheel in {dist} was built from the current overlay for "
+                f"{manifest.ref or 'the pinned ref'}",
+                "run `overlay build` first, or pass --wheel FILE")
+        path = found[0]
+
+    base = [py, "-m", "pip", "install", "--disable-pip-version-check"]
+    steps = [base + ["--no-deps", "--force-reinstall", str(path)]]
+    if not no_deps:
+        steps.insert(0, base + [str(path)])
+    for cmd in steps:
+        _pip(cmd, py)
+
+    embedded = wheels.read_embedded(path)
+    version = embedded.get("version") if embedded else path.name.split("-")[1]
+    result = {
+        "wheel": str(path),
+        "sha256": wheels.sha256_file(path),
+        "version": version,
+        "python": py,
+        "no_deps": bool(no_deps),
+        "overlay_build": embedded is not None,
+        "commands": [" ".join(c) for c in steps],
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    if as_json:
+        report.emit_json(result)
+        return 0
+    click.echo(f"installed sglang {version} into {py}")
+    click.echo(f"from {path}")
+    if embedded is None:
+        click.echo("note: this wheel has no embedded overlay manifest; "
+                   "`overlay verify` will report it as not an overlay build")
+    return 0
+
+
+def interpreter(python: str | None) -> str:
+    """The target interpreter's path; bad input when it does not exist or run."""
+    if not python:
+        return sys.executable
+    p = Path(python).expanduser()
+    found = str(p.absolute()) if p.exists() else shutil.which(python)
+    if not found or Path(found).is_dir():
+        raise BadInput(f"--python {python}: no such interpreter",
+                       "pass the path of the environment's python, e.g. .venv/bin/python")
+    try:
+        subprocess.run([found, "-c", "pass"], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        raise BadInput(f"--python {python}: does not run as a Python interpreter",
+                       "pass the path of the environment's python, e.g. .venv/bin/python") from None
+    return found
+
+
+def _pip(cmd: list[str], py: str) -> None:
+    if sys.stderr.isatty():
+        # stream for people watching; keep stdout clean for --json
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        rc = proc.wait()
+        out = "".join(lines)
+    else:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        rc, out = proc.returncode, proc.stdout.decode("utf-8", "replace")
+    if rc == 0:
+        return
+    if not sys.stderr.isatty():
+        sys.stderr.write(out)
+    last = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip()), "no output")
+    if "No module named pip" in out:
+        raise BadInput(f"{py} has no pip", f"run `{py} -m ensurepip`, then install again")
+    raise BadInput(f"pip install failed: {last}",
+                   "read pip's output above; --no-deps skips dependencies")
+
