@@ -133,18 +133,20 @@ MODEL_FILE = textwrap.dedent('''\
     ''')
 
 
-def copy_repo_overlay(dest: Path, upstream: Path, commit: bool = True) -> Path:
-    """A copy of this repository's overlay (manifest, overlay/, patches/) whose
-    upstream is the local one, as its own git repository."""
+def copy_repo_overlay(dest: Path, upstream: Path | None = None, commit: bool = True) -> Path:
+    """A copy of this repository's overlay (manifest, overlay/, patches/) as its
+    own git repository; with upstream, the manifest points at that upstream
+    (otherwise it keeps GitHub's URL and commands need --upstream)."""
     import shutil
 
     dest.mkdir(parents=True)
     for name in ("overlay.toml", "overlay", "patches"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    text = (dest / "overlay.toml").read_text()
-    (dest / "overlay.toml").write_text(
-        text.replace('url = "https://github.com/sgl-project/sglang.git"', f'url = "{upstream}"'))
+    if upstream is not None:
+        text = (dest / "overlay.toml").read_text()
+        (dest / "overlay.toml").write_text(text.replace(
+            'url = "https://github.com/sgl-project/sglang.git"', f'url = "{upstream}"'))
     if commit:
         git(dest, "init", "-q")
         (dest / ".gitignore").write_text("/sglang-*/\n/.sglang-*/\n/.overlay/\n")

@@ -30,6 +30,7 @@ import pytest
 
 import local_upstream
 from helpers import ROOT, git, overlay, upstream_file
+import helpers
 from sglang_overlay import __version__
 from sglang_overlay.manifest import load
 
@@ -52,15 +53,7 @@ JSON_KEYS = {"wheel", "sha256", "version", "ref", "base", "overlay_hash", "units
 
 
 def copy_repo_overlay(dest: Path) -> Path:
-    """This repository's overlay (manifest, overlay/, patches/) as its own git repo."""
-    dest.mkdir(parents=True)
-    shutil.copy2(ROOT / "overlay.toml", dest / "overlay.toml")
-    shutil.copytree(ROOT / "overlay", dest / "overlay")
-    shutil.copytree(ROOT / "patches", dest / "patches")
-    git(dest, "init", "-q")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "overlay")
-    return dest
+    return helpers.copy_repo_overlay(dest)
 
 
 @pytest.fixture(scope="module")

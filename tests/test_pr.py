@@ -8,7 +8,6 @@ cache the first time, so it is created once per test session.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import isort
 import pytest
 
 from helpers import git, overlay, upstream_file, write_overlay
+import helpers
 from sglang_overlay import manifest as manifest_mod
 from sglang_overlay import modeldocs, prbody, suite as suite_mod
 from sglang_overlay.formatters import parse_pins
@@ -32,17 +32,11 @@ AUTHOR = ("Ada Overlay", "ada@example.org")
 
 
 def copy_overlay(dest: Path) -> Path:
-    """This repository's overlay (pinned at v0.5.1) as its own git repository."""
-    dest.mkdir(parents=True)
-    shutil.copy2(ROOT / "overlay.toml", dest / "overlay.toml")
-    shutil.copytree(ROOT / "overlay", dest / "overlay")
-    shutil.copytree(ROOT / "patches", dest / "patches")
-    git(dest, "init", "-q")
-    git(dest, "config", "user.name", AUTHOR[0])
-    git(dest, "config", "user.email", AUTHOR[1])
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "overlay")
-    return dest
+    """This repository's overlay, whose pull requests are authored by AUTHOR."""
+    root = helpers.copy_repo_overlay(dest)
+    git(root, "config", "user.name", AUTHOR[0])
+    git(root, "config", "user.email", AUTHOR[1])
+    return root
 
 
 def fresh_checkout(upstream: Path, ref: str, dest: Path) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import git, overlay
+from helpers import overlay
+import helpers
 from sglang_overlay import suite as suite_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,15 +33,7 @@ REGISTERED = "test/registered/models/test_generation_models.py"
 
 
 def copy_overlay(dest: Path) -> Path:
-    """This repository's overlay (manifest, overlay/, patches/) as its own git repo."""
-    dest.mkdir(parents=True)
-    shutil.copy2(ROOT / "overlay.toml", dest / "overlay.toml")
-    shutil.copytree(ROOT / "overlay", dest / "overlay")
-    shutil.copytree(ROOT / "patches", dest / "patches")
-    git(dest, "init", "-q")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "overlay")
-    return dest
+    return helpers.copy_repo_overlay(dest)
 
 
 def export(upstream: Path, ref: str, dest: Path, *paths: str) -> Path:

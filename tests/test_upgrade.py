@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -102,18 +101,22 @@ def test_interrupted_upgrade_leaves_the_overlay_byte_identical(tmp_path, upstrea
     assert 'ref = "v0.5.3"' in (root / "overlay.toml").read_text()
 
 
-def test_conflict_during_upgrade_then_refresh_continue(tmp_path, upstream, shared_cache):
+def with_clamp(tmp_path, upstream):
+    """The repository's overlay plus a patch whose line v0.5.3 rewrote: a real conflict."""
     work = tmp_path / "work"
     work.mkdir()
-    root = copy_repo_overlay(tmp_path / "ov", upstream, commit=False)
+    root = copy_repo_overlay(tmp_path / "ov", upstream)
     (root / "patches" / "clamp.patch").write_bytes(realcases.conflict_patch(upstream, work))
     with open(root / "overlay.toml", "a") as fh:
         fh.write('\n[[unit]]\nname = "clamp"\nkind = "patch"\n'
                  'description = "Clamp experts per GPU"\npatch = "patches/clamp.patch"\n')
-    git(root, "init", "-q")
-    (root / ".gitignore").write_text("/sglang-*/\n/.sglang-*/\n/.overlay/\n")
     git(root, "add", "-A")
-    git(root, "commit", "-qm", "overlay")
+    git(root, "commit", "-qm", "clamp")
+    return root
+
+
+def test_conflict_during_upgrade_then_refresh_continue(tmp_path, upstream, shared_cache):
+    root = with_clamp(tmp_path, upstream)
     before = overlay_snapshot(root)
     r = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
     assert r.rc == 1
@@ -154,13 +157,7 @@ def test_conflict_during_upgrade_then_refresh_continue(tmp_path, upstream, share
 
 
 def test_refresh_abort_drops_the_unfinished_upgrade(tmp_path, upstream, shared_cache):
-    work = tmp_path / "work"
-    work.mkdir()
-    root = copy_repo_overlay(tmp_path / "ov", upstream, commit=False)
-    (root / "patches" / "clamp.patch").write_bytes(realcases.conflict_patch(upstream, work))
-    with open(root / "overlay.toml", "a") as fh:
-        fh.write('\n[[unit]]\nname = "clamp"\nkind = "patch"\n'
-                 'description = "clamp"\npatch = "patches/clamp.patch"\n')
+    root = with_clamp(tmp_path, upstream)
     before = overlay_snapshot(root)
     assert overlay("-C", root, "upgrade", "--to", "v0.5.3", cache=shared_cache).rc == 1
     res = root / "sglang-v0.5.3-conflict"

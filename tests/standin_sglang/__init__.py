@@ -19,40 +19,20 @@ if installed, is never imported. On exit all ``sglang`` modules are removed
 from ``sys.modules`` and any that were there before are put back.
 """
 
-import contextlib
-import importlib.abc
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator, Optional, Union
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for standin_common
+import standin_common  # noqa: E402
 
 STANDIN_ROOT = Path(__file__).resolve().parent
-_TOP_LEVEL = "sglang"
+_TOP_LEVEL = standin_common.TOP_LEVEL
+_is_sglang = standin_common.is_sglang
 
 
-def _is_sglang(name: str) -> bool:
-    return name == _TOP_LEVEL or name.startswith(_TOP_LEVEL + ".")
-
-
-class _StandinFinder(importlib.abc.MetaPathFinder):
-    """Resolve ``sglang.*`` imports to files under ``STANDIN_ROOT``."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if not _is_sglang(fullname):
-            return None
-        base = STANDIN_ROOT.joinpath(*fullname.split("."))
-        if (base / "__init__.py").is_file():
-            return importlib.util.spec_from_file_location(
-                fullname, base / "__init__.py", submodule_search_locations=[str(base)]
-            )
-        if base.with_suffix(".py").is_file():
-            return importlib.util.spec_from_file_location(
-                fullname, base.with_suffix(".py")
-            )
-        raise ModuleNotFoundError(
-            f"{fullname!r} has no CPU stand-in in {STANDIN_ROOT}", name=fullname
-        )
+def install():
+    """Make ``sglang.*`` imports resolve to the stand-ins inside the block."""
+    return standin_common.installed(STANDIN_ROOT)
 
 
 def standin_module_names() -> list:
@@ -64,38 +44,4 @@ def standin_module_names() -> list:
     return names
 
 
-@contextlib.contextmanager
-def install() -> Iterator[None]:
-    """Make ``sglang.*`` imports resolve to the stand-ins inside the block."""
-    saved = {n: m for n, m in sys.modules.items() if _is_sglang(n)}
-    for name in saved:
-        del sys.modules[name]
-    finder = _StandinFinder()
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-        for name in [n for n in sys.modules if _is_sglang(n)]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-
-
-def import_overlay_module(name: str, path: Union[str, Path]) -> ModuleType:
-    """Import the overlay file ``path`` as module ``name`` (inside ``install()``).
-
-    The module is registered in ``sys.modules`` so that ``install()`` removes it
-    again on exit.
-    """
-    parent: Optional[str] = name.rpartition(".")[0] or None
-    if parent:
-        importlib.import_module(parent)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+import_overlay_module = standin_common.load_file

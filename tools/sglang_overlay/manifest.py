@@ -438,7 +438,7 @@ def _cross_check(c: _Checker, m: Manifest) -> None:
             if u.edit == "register-multimodal" and not mod.multimodal:
                 c.fail(f"unit '{u.name}'.models",
                        f"model '{arch}' is not declared multimodal = true",
-                       f"set multimodal = true on that [[model]] or drop it from this unit")
+                       "set multimodal = true on that [[model]] or drop it from this unit")
             if u.edit == "register-mla" and not mod.mla:
                 c.fail(f"unit '{u.name}'.models", f"model '{arch}' is not declared mla = true",
                        "set mla = true on that [[model]] or drop it from this unit")

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from .. import export, journal, report
-from ..errors import FINDINGS, OK, BadInput
+from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..lint.facts import extract
 from ..manifest import MANIFEST_NAME, with_model, with_unit
@@ -119,7 +119,7 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         subjects = g.run("log", "--format=%s", f"{merge_base}..{fork}", "--", ch.path)
         body = (f"What: {what} {ch.path}, as the fork {label} does.\n\n"
                 "Why: (describe why the overlay carries this change)\n\n"
-                + (f"Fork commits:\n" + "\n".join(f"  {s}" for s in subjects.splitlines()[:10])
+                + ("Fork commits:\n" + "\n".join(f"  {s}" for s in subjects.splitlines()[:10])
                    + "\n\n" if subjects else "")
                 + "Forwarded: no")
         patch = f"patches/{name}.patch"

@@ -148,7 +148,7 @@ def _notes(manifest, columns: list[dict]) -> list[str]:
 
 
 def _write_markdown(path: Path, manifest, headers, rows, notes, columns) -> None:
-    lines = [f"# Overlay compatibility with upstream SGLang\n",
+    lines = ["# Overlay compatibility with upstream SGLang\n",
              f"Units of `{manifest.root.name}` (rows) on upstream refs (columns), "
              "from `overlay check`.\n",
              report.markdown_table(headers, rows)]

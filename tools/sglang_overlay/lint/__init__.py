@@ -253,7 +253,7 @@ class Linter:
                     self.add(path, f["entry_line"], "multimodal-unregistered",
                              f"{arch} has multimodal hooks ({', '.join(sorted(hooks))}) "
                              "but is not in multimodal_model_archs",
-                             f"declare it with multimodal = true and add a "
+                             "declare it with multimodal = true and add a "
                              "register-multimodal edit unit")
         for m in self.manifest.models:
             if m.multimodal and m.architecture not in mm:
