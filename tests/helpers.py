@@ -159,3 +159,19 @@ def overlay_snapshot(root: Path) -> dict:
     """The overlay's own files (not worktrees, not .git, not .overlay state)."""
     return {k: v for k, v in tree_snapshot(root).items()
             if not k.startswith(("sglang-", ".sglang-", ".overlay/"))}
+
+
+def unit_commit(wt, name):
+    return git(wt, "log", "--format=%H", f"--grep=Overlay-Unit: {name}", "-1")
+
+
+def amend(wt: Path, name: str, change) -> None:
+    """Change a unit's commit the git way: a fixup commit, then autosquash."""
+    change()
+    git(wt, "commit", "-qam", "wip")
+    git(wt, "reset", "-q", "--soft", "HEAD~1")
+    git(wt, "commit", "-q", f"--fixup={unit_commit(wt, name)}")
+    subprocess.run(["git", "rebase", "-q", "-i", "--autosquash", "HEAD~5"], cwd=wt, check=True,
+                   env={**os.environ, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true",
+                        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"}, capture_output=True)

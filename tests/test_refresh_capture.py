@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from helpers import copy_repo_overlay, git, overlay, overlay_snapshot
+from helpers import amend, copy_repo_overlay, git, overlay, overlay_snapshot
 from sglang_overlay.units import edit
 
 PS = "python/sglang/srt/distributed/parallel_state.py"
@@ -21,22 +18,6 @@ def applied(tmp_path, upstream, cache):
     git(root, "add", "-A")
     git(root, "commit", "-qm", "lock")
     return root, root / "sglang-v0.5.1", r.json
-
-
-def unit_commit(wt, name):
-    return git(wt, "log", "--format=%H", f"--grep=Overlay-Unit: {name}", "-1")
-
-
-def amend(wt, name, change):
-    """Change a unit's commit the git way: a fixup commit, then autosquash."""
-    change()
-    git(wt, "commit", "-qam", "wip")
-    git(wt, "reset", "-q", "--soft", "HEAD~1")
-    git(wt, "commit", "-q", f"--fixup={unit_commit(wt, name)}")
-    subprocess.run(["git", "rebase", "-q", "-i", "--autosquash", "HEAD~5"], cwd=wt, check=True,
-                   env={**os.environ, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true",
-                        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@t"}, capture_output=True)
 
 
 def test_refresh_with_no_change_is_byte_stable(tmp_path, upstream, shared_cache):

@@ -19,6 +19,11 @@ class Options:
     directory: Path
     cache_dir: Path | None
 
+    def path(self, p: Path | str) -> Path:
+        """A path from the command line, relative to -C DIR like git's."""
+        p = Path(p).expanduser()
+        return (p if p.is_absolute() else self.directory / p).absolute()
+
 
 pass_options = click.make_pass_decorator(Options)
 json_option = click.option("--json", "as_json", is_flag=True,

@@ -54,7 +54,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def emit_json(data) -> None:
+def emit_json(data, exit_code: int | None = None) -> None:
+    """JSON on stdout; every verb's object carries its exit code."""
+    if exit_code is not None:
+        data = {**data, "exit_code": exit_code}
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 

@@ -92,6 +92,7 @@ class Preflight:
     branch: str
     exists: bool
     dirty: bool
+    moved: bool = False  # HEAD has commits that apply did not make (kept with --force)
 
 
 def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Preflight:
@@ -112,6 +113,19 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 "commit or stash them, write them back with `overlay refresh`, or "
                 "re-run with --force (your changes are saved to a backup ref first)",
             )
+        built = ws.git.rev(built_ref(branch))
+        head = Git(target).rev("HEAD")
+        moved = bool(built and head and head != built)
+        if moved and not force:
+            count = Git(target).result("rev-list", "--count", f"{built}..{head}").out.strip()
+            raise BadInput(
+                f"{target} has commits that overlay apply did not make "
+                f"({count or 'some'} on top of {built[:12]}, or a different HEAD)",
+                "write them back into the overlay with `overlay refresh`, or re-run "
+                "with --force (they are saved to a backup ref first)",
+            )
+    else:
+        moved = False
     for path, info in ws.worktrees().items():
         if info.get("branch") == f"refs/heads/{branch}" and path.resolve() != target.resolve() \
                 and path.exists() and TMP_MARK not in path.name:
@@ -120,7 +134,10 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 f"pass --worktree {path} to update that one, or remove it with "
                 f"`git worktree remove {path}`",
             )
-    return Preflight(target, branch, exists, dirty)
+    if not Git(ws.path).result("check-ref-format", "--branch", branch).ok:
+        raise BadInput(f"'{branch}' is not a valid branch name",
+                       "pass --branch a name git accepts, e.g. overlay/v0.5.1")
+    return Preflight(target, branch, exists, dirty, moved)
 
 
 def backup(path: Path, label: str) -> str:
@@ -145,6 +162,12 @@ def base_ref(branch: str) -> str:
     return f"refs/overlay-base/{branch}"
 
 
+def built_ref(branch: str) -> str:
+    """Where the commit apply last put on a branch is recorded, so that commits
+    made by hand on top are noticed before they could be replaced."""
+    return f"refs/overlay-built/{branch}"
+
+
 def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
             base: str) -> tuple[bool, str | None]:
     """Make target and branch show head. (what happened, backup ref or None).
@@ -157,7 +180,10 @@ def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
     with ws.lock:
         g.run("update-ref", base_ref(branch), base)
         clean_stale(ws, target)
-        saved = backup(target, "overlay apply --force") if pre.exists and pre.dirty else None
+        saved = None
+        if pre.exists and (pre.dirty or pre.moved):
+            saved = backup(target, "overlay replaced this worktree")
+        g.run("update-ref", built_ref(branch), head)
         if pre.exists and target.exists():
             tg = Git(target)
             current_tree = tg.run("rev-parse", "HEAD^{tree}")

@@ -283,8 +283,8 @@ class Mirror:
         if remote is None:
             raise BadInput(
                 f"unknown ref '{ref}' in upstream '{self.url}'",
-                f"list the tags with `git ls-remote --tags {self.url}` and pass one "
-                "with --sglang-ref",
+                f"name a tag, branch or commit that exists there (`git ls-remote --tags "
+                f"{self.url}` lists the tags)",
             )
         if not self.has_commit(remote.commit):
             with self.lock:
@@ -325,27 +325,35 @@ class Mirror:
                         progress.done()
         return all(self.git.has_object(o) for o in oids)
 
-    def deepen_until(self, ref: str, ancestor: str, limit: int = 4096) -> None:
-        """Fetch ref's history, deeper and deeper, until it reaches ancestor.
+    def merge_base(self, a: Resolved, b: Resolved, limit: int = 8192) -> str | None:
+        """The merge-base of two upstream refs, or None.
 
-        For capture from a fork branch in the upstream: the merge-base needs
-        the fork's commits back to the release it started from, no more.
+        Computed in a scratch repository that fetches both histories deeper and
+        deeper until they meet, so the mirror's shallow boundaries (a release
+        fetched at depth 1) never hide the common ancestor.
         """
-        depth = 32
-        while depth <= limit:
-            if self.git.result("merge-base", "--is-ancestor", ancestor, ref).ok or \
-                    self.git.result("merge-base", ancestor, f"refs/overlay/heads/{ref}").ok:
-                return
-            with self.lock:
-                repo = gitpython.Repo(str(self.path))
+        scratch = Path(tempfile.mkdtemp(prefix="merge-base-", dir=self.path.parent))
+        try:
+            g = Git(scratch)
+            g.run("init", "--quiet", "--bare", str(scratch))
+            specs = [f"+{r.refname}:refs/mb/{i}" if r.refname else r.commit
+                     for i, r in enumerate((a, b))]
+            depth = 64
+            while depth <= limit:
+                repo = gitpython.Repo(str(scratch))
                 try:
-                    repo.git.fetch("origin", "--no-tags", f"--depth={depth}",
-                                   f"+refs/heads/{ref}:refs/overlay/heads/{ref}")
+                    repo.git.fetch(self.url, "--no-tags", f"--depth={depth}", *specs)
                 except gitpython.GitCommandError:
-                    return
+                    return None
                 finally:
                     repo.close()
-            depth *= 4
+                found = g.result("merge-base", a.commit, b.commit)
+                if found.ok:
+                    return found.out.strip()
+                depth *= 4
+            return None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def ensure_commit(self, sha: str, label: str) -> bool:
         """Fetch a commit (depth 1) if missing; False when upstream cannot give it."""
@@ -397,6 +405,7 @@ class Workspace:
             g.run("init", "--quiet", "--bare", str(tmp))
             g.run("config", "gc.auto", "0")
             g.run("config", "overlay.root", str(self.overlay_root.resolve()))
+            g.run("config", "overlay.url", self.mirror.url)
             (tmp / "objects" / "info" / "alternates").write_text(
                 str(self.mirror.path / "objects") + "\n")
             os.symlink(self.mirror.path / "shallow", tmp / "shallow")
@@ -458,6 +467,27 @@ class Cache:
 
     def workspace(self, mirror: Mirror, overlay_root: Path) -> Workspace:
         return Workspace(self, mirror, overlay_root)
+
+    def upstream_of(self, worktree: Path, overlay_root: Path) -> str | None:
+        """The upstream URL a worktree of this overlay was applied from, or None.
+
+        A worktree's .git file names its workspace, whose config records the
+        overlay and the upstream it belongs to.
+        """
+        gitfile = worktree / ".git"
+        if not gitfile.is_file():
+            return None
+        text = gitfile.read_text().strip()
+        if not text.startswith("gitdir: "):
+            return None
+        ws = Path(text[len("gitdir: "):]).resolve().parent.parent
+        if ws.parent != (self.root / "workspaces").resolve():
+            return None
+        g = Git(ws)
+        root = g.result("config", "overlay.root").out.strip()
+        if root != str(overlay_root.resolve()):
+            return None
+        return g.result("config", "overlay.url").out.strip() or None
 
 
 def describe_git_error(exc: GitError) -> str:

@@ -73,6 +73,9 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
         "base": build.base,
         "unit": first.unit.name,
         "resolution": str(out.resolution),
+        # the commit the resolution worktree started at: the resolution is
+        # everything on top of it, committed or not
+        "resolution_base": first.parent,
         "target": str(pre.target),
         "branch": pre.branch,
         "overrides": {k: str(v) for k, v in session.patch_overrides.items()},
@@ -90,7 +93,8 @@ def drop_resolution(session: Session, pending: dict) -> str | None:
     res = Path(pending["resolution"])
     ws = session.workspace
     if res.exists() and ws.owns(res):
-        if target.is_dirty(res):
+        start = pending.get("resolution_base")
+        if target.is_dirty(res) or (start and target.head_of(res) != start):
             saved = target.backup(res, "dropping the resolution worktree")
         with ws.lock:
             ws.remove_worktree(res)
@@ -103,5 +107,6 @@ def explain_conflict(out: Outcome, ref: str) -> None:
     first = out.build.conflicts[0]
     click.echo(f"conflict in unit '{first.unit.name}' on {ref}: {out.worktree} was not touched.")
     click.echo(f"Resolve it in {out.resolution} (`git status` there lists the conflicted "
-               "files; edit them until no conflict markers are left), then run "
-               "`overlay refresh --continue`; or give up with `overlay refresh --abort`.")
+               "files; edit them until no conflict markers are left; committing is "
+               "optional), then run `overlay refresh --continue`; or give up with "
+               "`overlay refresh --abort`.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
@@ -26,8 +25,7 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
             "finish it with `overlay refresh --continue`, drop it with "
             "`overlay refresh --abort`, or re-run with --force",
         )
-    dest = (Path.cwd() / worktree) if worktree else target.default_target(manifest.root, ref)
-    dest = Path(dest).absolute()
+    dest = opts.path(worktree) if worktree else target.default_target(manifest.root, ref)
     pre = target.preflight(session.workspace, dest, branch or target.branch_for(ref), force)
     target.prepare_resolution(session.workspace, dest, force)
     if pending and force:

@@ -38,14 +38,15 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         wheels.require("build", "build")
     upstream_wheel = None
     if repack is not None:
-        upstream_wheel = wheels.WheelContents.read(Path(repack))  # bad input fails here
+        repack = opts.path(repack)
+        upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
         if _canonical(upstream_wheel.name) != wheels.PACKAGE:
             raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
                            "pass upstream's sglang wheel, e.g. `pip download --no-deps "
                            "--only-binary :all: sglang==<version>`")
 
     manifest, session = open_overlay(opts, upstream, offline)
-    out_dir = Path(out) if out else manifest.root / "dist"
+    out_dir = opts.path(out) if out else manifest.root / "dist"
     ref = sglang_ref or manifest.ref
     progress(f"applying the overlay on {ref or '(no ref)'} ...")
     build = session.build_ref(ref)
@@ -147,7 +148,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         "seconds": round(time.monotonic() - t0, 2),
     }
     if as_json:
-        report.emit_json(result)
+        report.emit_json(result, 0)
         return 0
     click.echo(report.table(("UNIT", "KIND", "STATUS"),
                             [[u["name"], u["kind"], u["status"]] for u in units], color_col=2))

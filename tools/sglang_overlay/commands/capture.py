@@ -14,7 +14,7 @@ the pinned ref). Against it:
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import click
 
@@ -39,13 +39,16 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     if not base_ref:
         raise BadInput("no --base given and the manifest pins no ref",
                        "pass --base REF (the upstream release the fork started from)")
-    upstream_tip = session.resolve(base_ref).commit
-    fork, label = _fork_commit(session, source, upstream_tip)
-    mb = g.result("merge-base", fork, upstream_tip)
-    if not mb.ok:
+    base = session.resolve(base_ref)
+    upstream_tip = base.commit
+    fork, label, merge_base = _fork_commit(session, source, base, opts)
+    if merge_base is None:
         raise BadInput(f"the fork {label} and {base_ref} share no history",
                        "pass --base with the upstream release the fork started from")
-    merge_base = mb.out.strip()
+    if not session.mirror.ensure_commit(merge_base, f"fetching {merge_base[:12]}") \
+            and not g.has_object(merge_base):
+        raise BadInput(f"the merge-base {merge_base[:12]} of the fork and {base_ref} is not "
+                       "in the upstream", "pass --base with the release the fork started from")
 
     taken = {u.name for u in manifest.units}
     claimed = {p for u in manifest.active_units if u.kind == "files"
@@ -145,7 +148,8 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     written = tx.commit()
     code = OK
     result = {"fork": label, "fork_commit": fork, "base": base_ref, "merge_base": merge_base,
-              "units": [dict(zip(("name", "kind", "files", "note"), r)) for r in rows],
+              "units": [{"name": r[0], "kind": r[1], "files": [r[2]], "note": r[3]}
+                        for r in rows],
               "models": list(new_models), "notes": notes, "written": written,
               "exit_code": code}
     if as_json:
@@ -165,10 +169,11 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     return code
 
 
-def _fork_commit(session, source: str, upstream_tip: str) -> tuple[str, str]:
-    """(commit, label) of the fork, its objects fetched into the workspace."""
+def _fork_commit(session, source: str, base, opts) -> tuple[str, str, str | None]:
+    """(commit, label, merge-base with base) of the fork; its objects are
+    fetched into the workspace."""
     g = session.workspace.git
-    path = Path(source).expanduser()
+    path = opts.path(source)
     if path.is_dir():
         fg = Git(path)
         if not fg.result("rev-parse", "--is-inside-work-tree").ok:
@@ -178,11 +183,17 @@ def _fork_commit(session, source: str, upstream_tip: str) -> tuple[str, str]:
             raise BadInput(f"{path} has uncommitted changes",
                            "commit them in the fork first; capture reads commits")
         g.run("fetch", "--quiet", "--no-tags", str(path.resolve()), f"+HEAD:{CAPTURE_REF}")
-        return g.run("rev-parse", CAPTURE_REF), str(path)
-    # a revision in the upstream repository (a fork's branch pushed there)
-    fork = session.resolve(source).commit
-    session.mirror.deepen_until(source, upstream_tip)
-    return fork, source
+        fork = g.run("rev-parse", CAPTURE_REF)
+        # the fork has the history: its merge-base with the release, found there
+        mb = fg.result("merge-base", "HEAD", base.commit) if fg.has_object(base.commit) \
+            else None
+        if mb is not None and mb.ok:
+            return fork, str(path), mb.out.strip()
+        found = g.result("merge-base", fork, base.commit)
+        return fork, str(path), found.out.strip() if found.ok else None
+    # a revision in the upstream repository (a fork's branch or tag pushed there)
+    resolved = session.resolve(source)
+    return resolved.commit, source, session.mirror.merge_base(resolved, base)
 
 
 def _patch_paths(manifest, unit) -> list[str]:

@@ -78,6 +78,16 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     started = time.perf_counter()
     refs = _refs(session, sglang_refs, tags)
     resolved = session.mirror.resolve_many(refs, offline=offline)
+    lock_notes = []
+    m = manifest
+    for i, r in enumerate(resolved):
+        # the pinned ref is checked on its locked commit, as apply builds it
+        if (r.ref == m.ref and m.commit and r.commit != m.commit
+                and session.is_manifest_upstream
+                and session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}")):
+            lock_notes.append(f"LOCK MISMATCH: {r.ref} now resolves to {r.commit} upstream; "
+                              f"checked the locked {m.commit} (see `overlay apply --update-lock`)")
+            resolved[i] = Resolved(r.ref, m.commit, r.refname)
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
     jobs = jobs or os.cpu_count() or 1
@@ -90,7 +100,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         columns = [_check_one(*a) for a in args]
     seconds = time.perf_counter() - started
 
-    notes = _notes(manifest, columns)
+    notes = lock_notes + _notes(manifest, columns)
     bad = any(c["status"] in (CONFLICT, LINT_ERROR)
               for col in columns for c in col["cells"].values())
     code = FINDINGS if bad else OK
@@ -98,7 +108,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     rows = [[u.name, *[col["cells"][u.name]["status"] for col in columns]]
             for u in manifest.units]
     if markdown:
-        _write_markdown(Path(markdown), manifest, headers, rows, notes, columns)
+        _write_markdown(opts.path(markdown), manifest, headers, rows, notes, columns)
     if as_json:
         report.emit_json({
             "refs": [{"ref": c["ref"], "commit": c["commit"], "seconds": c["seconds"]}

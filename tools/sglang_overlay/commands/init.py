@@ -27,6 +27,7 @@ GITIGNORE = """\
 # written by `overlay`: worktrees, wheels, reports, pull requests
 /sglang-*/
 /.sglang-*/
+/.overlay/
 /dist/
 /reports/
 /pr/

@@ -30,9 +30,9 @@ from ..manifest import find_root, load
 
 def run(opts, python, no_deps, wheel, as_json) -> int:
     t0 = time.monotonic()
-    py = interpreter(python)
+    py = interpreter(python, opts.directory)
     if wheel is not None:
-        path = Path(wheel).absolute()
+        path = opts.path(wheel)
         if not path.name.endswith(".whl"):
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")
@@ -69,7 +69,7 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
         "seconds": round(time.monotonic() - t0, 2),
     }
     if as_json:
-        report.emit_json(result)
+        report.emit_json(result, 0)
         return 0
     click.echo(f"installed sglang {version} into {py}")
     click.echo(f"from {path}")
@@ -79,11 +79,17 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
     return 0
 
 
-def interpreter(python: str | None) -> str:
-    """The target interpreter's path; bad input when it does not exist or run."""
+def interpreter(python: str | None, base: Path | None = None) -> str:
+    """The target interpreter's path; bad input when it does not exist or run.
+
+    A name without a slash is looked up on PATH; a relative path is taken from
+    base (the -C directory).
+    """
     if not python:
         return sys.executable
     p = Path(python).expanduser()
+    if base is not None and "/" in python and not p.is_absolute():
+        p = base / p
     found = str(p.absolute()) if p.exists() else shutil.which(python)
     if not found or Path(found).is_dir():
         raise BadInput(f"--python {python}: no such interpreter",

@@ -76,7 +76,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
     units = closure(manifest, unit)
     branch = BRANCH_PREFIX + unit.name
     push_url = resolve_remote(root, push, offline) if push else None
-    out_dir = (Path.cwd() / out).absolute() if out else root / "pr" / unit.name
+    out_dir = opts.path(out) if out else root / "pr" / unit.name
     ref = base or manifest.ref
     if not ref:
         raise BadInput(f"{manifest.path}: upstream.ref: missing and no --base given",
@@ -146,7 +146,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
         "forwarded": forwarded,
     }
     if as_json:
-        report.emit_json(result)
+        report.emit_json(result, OK)
         return OK
     click.echo(report.table(("COMMIT", "SUBJECT"),
                             [[c[:12], s] for c, s in series.commits]))

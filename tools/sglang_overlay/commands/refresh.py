@@ -48,7 +48,7 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
         if abort:
             saved = workflow.drop_resolution(session, pending)
             if as_json:
-                report.emit_json({"aborted": pending["operation"], "backup": saved})
+                report.emit_json({"aborted": pending["operation"], "backup": saved}, OK)
             else:
                 click.echo(f"dropped the unfinished {pending['operation']} "
                            f"(resolution worktree {pending['resolution']})")
@@ -57,7 +57,11 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
             return OK
         return _continue(session, pending, as_json)
     manifest, session = open_overlay(opts)
-    return _refresh(session, worktree, as_json)
+    wt = opts.path(worktree) if worktree else target.default_target(manifest.root, manifest.ref)
+    url = session.cache.upstream_of(wt, manifest.root)
+    if url and url != session.url:  # it was applied with --upstream
+        manifest, session = open_overlay(opts, url)
+    return _refresh(session, wt, as_json)
 
 
 # --- --continue -----------------------------------------------------------------
@@ -77,7 +81,9 @@ def _continue(session, pending: dict, as_json: bool) -> int:
             "update the unit in overlay.toml (or turn the change into a patch unit), then "
             "`overlay refresh --abort` and run the command again")
     g = Git(res)
-    head = g.run("rev-parse", "HEAD")
+    # the resolution: everything on top of where the worktree started,
+    # whether the user committed it or not
+    head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
     tree = _worktree_tree(g)
     for path in g.run("diff", "--name-only", head, tree).splitlines():
         p = res / path
@@ -153,25 +159,29 @@ def _message(g: Git, commit: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _refresh(session, worktree: Path | None, as_json: bool) -> int:
+def _refresh(session, wt: Path, as_json: bool) -> int:
     m = session.manifest
     root = m.root
-    wt = (Path.cwd() / worktree).absolute() if worktree else target.default_target(root, m.ref)
     if not wt.is_dir() or not session.workspace.owns(wt):
         raise BadInput(f"{wt} is not a worktree this overlay applied",
                        "pass --worktree with the worktree `overlay apply` made")
     g = Git(wt)
-    if target.is_dirty(wt):
-        raise BadInput(
-            f"{wt} has uncommitted changes",
-            "commit them: a new commit becomes a new unit, and to change a unit amend "
-            "its commit (git commit --fixup <commit> && git rebase -i --autosquash)")
     branch = g.result("symbolic-ref", "-q", "HEAD").out.strip().removeprefix("refs/heads/")
     base = session.workspace.git.rev(target.base_ref(branch)) if branch else None
     if not base:
         raise BadInput(f"{wt} is not on a branch `overlay apply` made",
                        f"check out its overlay/<ref> branch in {wt}")
+    if target.is_dirty(wt):
+        raise BadInput(
+            f"{wt} has uncommitted changes",
+            "commit them: a new commit becomes a new unit; to change a unit, amend its "
+            f"commit (git commit --fixup <commit> && git rebase -i --autosquash {base[:12]})")
     commits = g.run("rev-list", "--reverse", "--first-parent", f"{base}..HEAD").split()
+    for c in commits:
+        subject = g.run("log", "-1", "--format=%s", c)
+        if subject.startswith(("fixup! ", "squash! ", "amend! ")):
+            raise BadInput(f"{wt}: commit {c[:12]} '{subject}' is not squashed yet",
+                           f"run `git rebase -i --autosquash {base[:12]}` in {wt} first")
     tx = journal.Transaction(root)
     text = (root / MANIFEST_NAME).read_text()
     names = {u.name for u in m.units}
@@ -196,12 +206,11 @@ def _refresh(session, worktree: Path | None, as_json: bool) -> int:
         rows.append(row)
     tx.write(MANIFEST_NAME, text.encode())
     written = tx.commit()
-    if written:
+    if written and not findings:
         _reapply(session, wt, branch, base)
     for row in rows:
         if not row[2]:  # an existing unit: did writing it back change anything?
             row[2] = "updated" if set(row[3]) & set(written) else "unchanged"
-        row[3] = ", ".join(row[3])
     code = FINDINGS if findings else OK
     if as_json:
         report.emit_json({"worktree": str(wt), "base": base, "written": written,
@@ -209,7 +218,8 @@ def _refresh(session, worktree: Path | None, as_json: bool) -> int:
                                     for r in rows],
                           "findings": findings, "exit_code": code})
         return code
-    click.echo(report.table(("UNIT", "KIND", "ACTION", "FILES"), rows))
+    click.echo(report.table(("UNIT", "KIND", "ACTION", "FILES"),
+                            [r[:3] + [", ".join(r[3])] for r in rows]))
     for f in findings:
         click.echo(f)
     click.echo(f"\nwrote {', '.join(written) or 'nothing (the overlay already matches)'}")
@@ -219,9 +229,9 @@ def _refresh(session, worktree: Path | None, as_json: bool) -> int:
 def _reapply(session, wt: Path, branch: str, base: str) -> None:
     """Rebuild the worktree's branch from the refreshed overlay.
 
-    The tree stays the same, so no file changes; the commits become the
-    overlay's own again (with their Overlay-Unit trailers), and a second
-    refresh finds nothing new.
+    Everything in the worktree was written back, so the tree stays the same
+    and no file changes; the commits become the overlay's own again (with
+    their Overlay-Unit trailers), and a second refresh finds nothing new.
     """
     from ..manifest import load
     from ..engine import Session
@@ -231,7 +241,9 @@ def _reapply(session, wt: Path, branch: str, base: str) -> None:
     ref = session.workspace.git.run("log", "-1", "--format=%H", base)
     build = fresh.build(Resolved(ref, base, None))
     if build.ok:
-        pre = target.preflight(fresh.workspace, wt, branch, force=False)
+        # the worktree's commits were just written back; they are replaced by
+        # the overlay's own (a backup ref keeps them, as with --force)
+        pre = target.preflight(fresh.workspace, wt, branch, force=True)
         target.promote(fresh.workspace, pre, build.head, build.tree, build.base)
 
 

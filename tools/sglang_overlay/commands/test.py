@@ -58,11 +58,10 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
                                 else None)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN
-        suite, checkout = _standin_suite(Path(standin)), None
+        suite, checkout = _standin_suite(opts.path(standin)), None
     else:
         runner = suite_mod.RUNNER_GPU
-        checkout = (Path.cwd() / worktree) if worktree else target.default_target(root, ref)
-        checkout = checkout.absolute()
+        checkout = opts.path(worktree) if worktree else target.default_target(root, ref)
         if not checkout.is_dir():
             raise BadInput(f"{checkout}: no patched checkout there",
                            f"run `overlay apply --sglang-ref {ref}` first, or pass --worktree")
@@ -73,6 +72,12 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
     if not hf_ids:
         raise BadInput(f"{manifest.path}: no [[model]] has an hf-id and no --model was given",
                        'add hf-id = "org/name" to a [[model]], or pass --model HF_ID')
+    declared = {m.hf_id for m in manifest.models if m.hf_id}
+    unknown = [h for h in models if h not in declared and h not in suite.cases]
+    if unknown:
+        raise BadInput(f"--model {unknown[0]}: no [[model]] declares it and {suite.rel} has "
+                       "no ModelCase for it",
+                       "pass the hf-id of a declared model, or of a model in the suite")
     missing = [h for h in hf_ids if h not in suite.cases]
     if missing:
         raise Findings(
@@ -126,7 +131,11 @@ def _standin_suite(path: Path) -> suite_mod.Suite:
     if not file.is_file():
         raise BadInput(f"{STANDIN_ENV}={path}: no {suite_mod.SUITE_FILE} there",
                        "point it at a stand-in suite file or its directory")
-    return suite_mod.load_suite(file, f"{file.name} (CPU stand-in)")
+    try:
+        return suite_mod.load_suite(file, f"{file.name} (CPU stand-in)")
+    except Findings as exc:  # not a suite at all: the option is wrong, not the checkout
+        raise BadInput(f"--standin-suite {file}: not a generation suite ({exc.message})",
+                       "point it at tests/cpu_standin_suite or a file of the same shape")
 
 
 def _require_cuda(probe: suite_mod.Probe) -> None:
@@ -159,7 +168,7 @@ def _print_plan(invocations, runner, suite, checkout, as_json) -> int:
     plan = {"runner": runner, "dry_run": True, "checkout": str(checkout) if checkout else None,
             "suite": suite.to_json(), "runs": [inv.to_json() for inv in invocations]}
     if as_json:
-        report.emit_json(plan)
+        report.emit_json(plan, OK)
         return OK
     if runner == suite_mod.RUNNER_STANDIN:
         click.echo("# CPU stand-in suite, not a GPU run")

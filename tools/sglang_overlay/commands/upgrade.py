@@ -18,6 +18,7 @@ Finally the new overlay is applied to REF's worktree.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 
@@ -58,43 +59,42 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     dest = target.default_target(root, to_ref)
     pre = target.preflight(session.workspace, dest, target.branch_for(to_ref), force=False)
     base = session.resolve(to_ref)
-    build = session.build(base)
+    # 1. what upstream caught up with, judged with every unit applied
+    first = session.build(base)
+    retire: dict[str, str] = {}
+    for r in first.results:
+        if r.unit.retired:
+            continue
+        if r.status == ALREADY_UPSTREAM or (
+                r.status == UPSTREAM_PROVIDES and _accept(r.unit.name, r.files, r.detail,
+                                                          to_ref, yes)):
+            retire[r.unit.name] = r.status
+    # 2. the overlay as it will be: the units that stay, on REF. Patches are
+    # regenerated against exactly this, and a conflict here stops the upgrade.
+    staying = [replace(u, applied_upstream=to_ref) if u.name in retire else u
+               for u in m.units]
+    build = session.build(base, units=staying) if retire else first
     if not build.ok:
-        out = workflow.finish(session, build, pre, "upgrade",
-                              {"to": to_ref, "from": from_ref, "yes": yes}, run_lint=False)
-        if as_json:
-            report.emit_json({"from": from_ref, "to": to_ref, "base": base.commit,
-                              "units": [r.to_json() for r in build.results],
-                              **out.to_json(), "exit_code": FINDINGS})
-        else:
-            click.echo(report.table(report.UNIT_HEADERS, report.unit_rows(build.results),
-                                    color_col=2))
-            click.echo("")
-            workflow.explain_conflict(out, to_ref)
-            click.echo(f"Nothing in {MANIFEST_NAME}, overlay/ or patches/ changed; "
-                       f"`overlay refresh --continue` finishes the upgrade to {to_ref}.")
-        return FINDINGS
+        return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
 
     tx = journal.Transaction(root)
     text = (root / MANIFEST_NAME).read_text()
     actions: dict[str, str] = {}
-    retired, regenerated = [], []
+    regenerated = []
+    statuses = {r.unit.name: r.status for r in first.results}
     for r in build.results:
-        u = r.unit
+        u = next(x for x in m.units if x.name == r.unit.name)
         if u.retired:
             actions[u.name] = "retired earlier"
             continue
-        retire = r.status == ALREADY_UPSTREAM or (
-            r.status == UPSTREAM_PROVIDES and _accept(u.name, r.files, r.detail, to_ref, yes))
-        if retire:
+        if u.name in retire:
             text = with_unit_keys(text, u.name, applied_upstream=to_ref)
             if u.kind == "files":
                 for rel in m.unit_files(u):
                     tx.delete(f"overlay/{rel}")
             elif u.kind == "patch":
                 tx.delete(u.patch)
-            retired.append(u.name)
-            actions[u.name] = f"retired ({r.status})"
+            actions[u.name] = f"retired ({retire[u.name]})"
             continue
         if u.kind == "patch":
             current = session.patch_file(u).read_bytes()
@@ -105,8 +105,9 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                 regenerated.append(u.name)
                 actions[u.name] = f"regenerated ({_why(r)})"
                 continue
-        actions[u.name] = "kept" if r.status != UPSTREAM_PROVIDES else \
+        actions[u.name] = "kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else \
             "kept (upstream provides it; pass --yes to retire)"
+    retired = list(retire)
     lock_commit = base.commit if session.is_manifest_upstream else None
     text = with_lock(text, to_ref, lock_commit) if lock_commit else _pin_only(text, to_ref)
     tx.write(MANIFEST_NAME, text.encode())
@@ -120,21 +121,19 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     fresh = Session(fresh_manifest, session.cache, session.url, session.offline)
     final = fresh.build(base)
     out = workflow.finish(fresh, final, pre, "upgrade", {"to": to_ref, "from": from_ref})
-    pending = state.load(root)
-    if pending and pending.get("operation") == "upgrade":
-        workflow.drop_resolution(fresh, pending)
     errors = [f for f in out.findings if f.severity == "error"]
     code = FINDINGS if errors or not final.ok else OK
     result = {
         "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
-        "units": [{**r.to_json(), "action": actions[r.unit.name]} for r in build.results],
+        "units": [{**r.to_json(), "status": statuses[r.unit.name],
+                   "action": actions[r.unit.name]} for r in first.results],
         "retired": retired, "regenerated": regenerated, "changed_files": changed,
         **out.to_json(), "exit_code": code,
     }
     if as_json:
         report.emit_json(result)
         return code
-    rows = [[r.unit.name, r.unit.kind, r.status, actions[r.unit.name]] for r in build.results]
+    rows = [[r.unit.name, r.unit.kind, r.status, actions[r.unit.name]] for r in first.results]
     click.echo(report.table(("UNIT", "KIND", "ON " + to_ref, "ACTION"), rows, color_col=2))
     for f in out.findings:
         click.echo(f.text())
@@ -143,6 +142,25 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                f"changed: {', '.join(changed) or 'nothing'}")
     click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
     return code
+
+
+def _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire) -> int:
+    """A unit conflicts on REF: leave the resolution worktree; nothing else changes."""
+    out = workflow.finish(session, build, pre, "upgrade",
+                          {"to": to_ref, "from": from_ref, "yes": yes}, run_lint=False)
+    if as_json:
+        report.emit_json({"from": from_ref, "to": to_ref, "base": base.commit,
+                          "units": [r.to_json() for r in build.results],
+                          "retiring": list(retire), **out.to_json(), "exit_code": FINDINGS})
+        return FINDINGS
+    click.echo(report.table(report.UNIT_HEADERS, report.unit_rows(build.results), color_col=2))
+    click.echo("")
+    if retire:
+        click.echo(f"(applied without {', '.join(retire)}, which upstream {to_ref} provides)")
+    workflow.explain_conflict(out, to_ref)
+    click.echo(f"Nothing in {MANIFEST_NAME}, overlay/ or patches/ changed; "
+               f"`overlay refresh --continue` finishes the upgrade to {to_ref}.")
+    return FINDINGS
 
 
 def _accept(name: str, files: list[str], detail: str, to_ref: str, yes: bool) -> bool:

@@ -143,7 +143,7 @@ OK_STATUSES = {"ok", "needs-gpu", "skipped"}
 
 
 def run(opts, python, as_json) -> int:
-    py = interpreter(python)
+    py = interpreter(python, opts.directory)
     root = find_root(opts.directory)
     journal.recover(root)  # like every verb: finish a change an interrupted run left
     manifest = load(root)

@@ -45,6 +45,12 @@ class GitTree:
         return sorted(p for p in self.blobs if p.startswith(prefix)
                       and "/" not in p[len(prefix):])
 
+    def is_dir(self, path: str) -> bool:
+        if not hasattr(self, "_dirs"):
+            self._dirs = {p.rsplit("/", i)[0] for p in self.blobs
+                          for i in range(1, p.count("/") + 1)}
+        return path in self._dirs
+
 
 class DirTree:
     def __init__(self, root: Path):
@@ -60,6 +66,9 @@ class DirTree:
 
     def exists(self, path: str) -> bool:
         return (self.root / path).is_file()
+
+    def is_dir(self, path: str) -> bool:
+        return (self.root / path).is_dir()
 
     def listdir(self, prefix: str) -> list[str]:
         d = self.root / prefix
@@ -81,6 +90,8 @@ class Modules:
             return base + ".py", False
         if self.tree.exists(base + "/__init__.py"):
             return base + "/__init__.py", True
+        if self.tree.is_dir(base):
+            return base + "/", True  # a namespace package (no __init__.py)
         return None
 
     def is_module(self, module: str) -> bool:
@@ -94,6 +105,8 @@ class Modules:
         return self.facts_of_path(path, module, is_pkg)
 
     def facts_of_path(self, path: str, module: str, is_pkg: bool) -> dict:
+        if path.endswith("/"):  # a namespace package defines nothing itself
+            return extract(b"", module, True)
         blob = self.tree.key(path)
         key = f"{FACTS_VERSION}:{blob}:{module}:{int(is_pkg)}"
         data = self.cache.get(key)

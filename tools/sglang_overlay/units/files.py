@@ -8,6 +8,7 @@ from ..manifest import Unit
 from . import (
     ALREADY_UPSTREAM,
     APPLIED,
+    CONFLICT,
     UPSTREAM_PROVIDES,
     Context,
     Outcome,
@@ -28,8 +29,28 @@ def diff_summary(ours: bytes, theirs: bytes) -> str:
     return f"upstream's {len(a)} lines vs ours {len(b)} (+{added} -{removed})"
 
 
+def _blocked(ctx: Context, rel: str) -> str | None:
+    """Why rel cannot be written: upstream has a file where a directory must be,
+    or a directory where the file must be."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    out = ctx.stage.git.run("ls-files", "--", *prefixes, rel + "/") if prefixes else \
+        ctx.stage.git.run("ls-files", "--", rel + "/")
+    names = set(out.splitlines())
+    for p in prefixes:
+        if p in names:
+            return f"upstream has a file at {p}, where {rel} needs a directory"
+    if any(n.startswith(rel + "/") for n in names):
+        return f"upstream has a directory at {rel}"
+    return None
+
+
 def apply(ctx: Context, unit: Unit) -> Outcome:
     stage = ctx.stage
+    for rel in ctx.manifest.unit_files(unit):
+        problem = _blocked(ctx, rel)
+        if problem:
+            return Outcome(CONFLICT, [rel], problem)
     changed: list[str] = []
     provides: list[str] = []
     notes: list[str] = []
