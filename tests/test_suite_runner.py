@@ -282,7 +282,18 @@ def test_target_without_torch_needs_a_gpu_environment(applied, tmp_path):
 
 
 def test_model_without_a_case_fails_before_running(applied):
+    # a model nobody declares is a typo: bad input
     r = overlay("-C", applied, "test", "--dry-run", "--model", "org/not-in-the-suite")
+    assert r.rc == 2 and "no [[model]] declares it" in r.err
+    # a declared model whose ModelCase is missing from the suite is a finding
+    manifest = applied / "overlay.toml"
+    saved = manifest.read_text()
+    try:
+        manifest.write_text(saved + '\n[[model]]\narchitecture = "NotInTheSuite"\n'
+                            'hf-id = "org/not-in-the-suite"\n')
+        r = overlay("-C", applied, "test", "--dry-run", "--model", "org/not-in-the-suite")
+    finally:
+        manifest.write_text(saved)
     assert r.rc == 1
     assert "ALL_OTHER_MODELS has no ModelCase for org/not-in-the-suite" in r.err
     assert "add-model-case" in r.err

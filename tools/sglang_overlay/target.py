@@ -113,9 +113,12 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 "commit or stash them, write them back with `overlay refresh`, or "
                 "re-run with --force (your changes are saved to a backup ref first)",
             )
-        built = ws.git.rev(built_ref(branch))
+        # what apply put there: the last finished promotion, or the one a killed
+        # run was in the middle of
+        known = {ws.git.rev(built_ref(branch)), ws.git.rev(next_ref(branch))} - {None}
         head = Git(target).rev("HEAD")
-        moved = bool(built and head and head != built)
+        built = ws.git.rev(built_ref(branch)) or ""
+        moved = bool(known and head and head not in known)
         if moved and not force:
             count = Git(target).result("rev-list", "--count", f"{built}..{head}").out.strip()
             raise BadInput(
@@ -168,8 +171,13 @@ def built_ref(branch: str) -> str:
     return f"refs/overlay-built/{branch}"
 
 
+def next_ref(branch: str) -> str:
+    """The commit a promotion under way is putting there (see built_ref)."""
+    return f"refs/overlay-next/{branch}"
+
+
 def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
-            base: str) -> tuple[bool, str | None]:
+            base: str) -> tuple[str, str | None]:
     """Make target and branch show head. (what happened, backup ref or None).
 
     What happened: "created", "updated" (files changed), "recommitted" (same
@@ -183,35 +191,45 @@ def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
         saved = None
         if pre.exists and (pre.dirty or pre.moved):
             saved = backup(target, "overlay replaced this worktree")
+        g.run("update-ref", next_ref(branch), head)
+        what = _put(ws, pre, head, tree)
         g.run("update-ref", built_ref(branch), head)
-        if pre.exists and target.exists():
-            tg = Git(target)
-            current_tree = tg.run("rev-parse", "HEAD^{tree}")
-            on_branch = tg.result("symbolic-ref", "-q", "HEAD").out.strip() == f"refs/heads/{branch}"
-            if current_tree == tree and not pre.dirty:
-                same = tg.run("rev-parse", "HEAD") == head and on_branch
-                # same content: move the branch, point HEAD at it; no file changes
-                g.run("update-ref", f"refs/heads/{branch}", head)
-                if not on_branch:
-                    tg.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-                return ("unchanged" if same else "recommitted"), saved
-            new = _tmp_path(target, "new")
-            old = _tmp_path(target, "old")
-            ws.add_worktree(new, head)
-            ws.move_worktree(target, old)
-            ws.move_worktree(new, target)
-            Git(old).run("checkout", "--quiet", "--detach")
+        g.run("update-ref", "-d", next_ref(branch))
+        return what, saved
+
+
+def _put(ws: Workspace, pre: Preflight, head: str, tree: str) -> str:
+    """Make target show head on its branch; what happened."""
+    target, branch = pre.target, pre.branch
+    g = ws.git
+    if pre.exists and target.exists():
+        tg = Git(target)
+        current_tree = tg.run("rev-parse", "HEAD^{tree}")
+        on_branch = tg.result("symbolic-ref", "-q", "HEAD").out.strip() == f"refs/heads/{branch}"
+        if current_tree == tree and not pre.dirty:
+            same = tg.run("rev-parse", "HEAD") == head and on_branch
+            # same content: move the branch, point HEAD at it; no file changes
             g.run("update-ref", f"refs/heads/{branch}", head)
-            Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-            ws.remove_worktree(old)
-            return "updated", saved
-        target.parent.mkdir(parents=True, exist_ok=True)
+            if not on_branch:
+                tg.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            return "unchanged" if same else "recommitted"
         new = _tmp_path(target, "new")
+        old = _tmp_path(target, "old")
         ws.add_worktree(new, head)
+        ws.move_worktree(target, old)
         ws.move_worktree(new, target)
+        Git(old).run("checkout", "--quiet", "--detach")
         g.run("update-ref", f"refs/heads/{branch}", head)
         Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-        return "created", saved
+        ws.remove_worktree(old)
+        return "updated"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new = _tmp_path(target, "new")
+    ws.add_worktree(new, head)
+    ws.move_worktree(new, target)
+    g.run("update-ref", f"refs/heads/{branch}", head)
+    Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    return "created"
 
 
 def prepare_resolution(ws: Workspace, target: Path, force: bool) -> Path:
