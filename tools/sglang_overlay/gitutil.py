@@ -3,8 +3,8 @@
 Every local operation runs with an isolated configuration (no system or
 global config: no hooks, no autocrlf, no signing, no pager), a fixed locale
 and, when asked, fixed identity and dates, so results are the same on every
-machine. Network operations (fetch, ls-remote) go through ``remote_git`` with
-the user's own configuration, so credentials and proxies still work.
+machine. Network operations (fetch, ls-remote) use gitpython directly with the
+user's own configuration, so credentials and proxies still work.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ ISOLATED_ENV = {
 }
 IDENTITY_NAME = "sglang-overlay"
 IDENTITY_EMAIL = "sglang-overlay@users.noreply.invalid"
-ZERO_OID = "0" * 40
 LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 STALE_AFTER = 1.0  # seconds a git lock file may stay unchanged before it counts as stale
 
@@ -156,7 +155,3 @@ def clear_stale_lock(stderr: str) -> bool:
         pass
     return True
 
-
-def remote_git(cwd: Path) -> gitpython.Repo:
-    """A gitpython Repo with the user's own config, for fetches."""
-    return gitpython.Repo(str(cwd))

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 
 FULL_SHA = re.compile(rb"^[0-9a-f]{40}$")
-ZERO_SHA = b"0" * 40
 HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 DIFF_START = b"diff --git "
 

@@ -31,7 +31,7 @@ import git as gitpython
 from filelock import FileLock
 
 from .errors import BadInput
-from .gitutil import Git, GitError, clear_stale_lock
+from .gitutil import Git, clear_stale_lock
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
@@ -116,7 +116,6 @@ class Mirror:
         self.path = cache.root / "mirrors" / f"{_slug(url)}.git"
         self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
         self.git = Git(self.path) if self.path.exists() else None
-        self.fetches = 0  # how many fetches this process made (for reports)
 
     def ensure(self) -> None:
         if (self.path / "HEAD").exists():
@@ -172,14 +171,7 @@ class Mirror:
 
     def fetch(self, what: str, dest: str | None, label: str) -> None:
         """Depth-1 fetch of a ref name or a commit sha into the mirror."""
-        refspec = f"+{what}:{dest}" if dest else what
-        progress = _Progress(label) if sys.stderr.isatty() else None
-        try:
-            self._fetch(refspec, progress)
-        finally:
-            if progress:
-                progress.done()
-        self.fetches += 1
+        self._fetch_specs([f"+{what}:{dest}" if dest else what], label)
 
     def _fetch(self, refspec: str | list[str], progress) -> None:
         repo = gitpython.Repo(str(self.path))
@@ -255,7 +247,6 @@ class Mirror:
         finally:
             if progress:
                 progress.done()
-        self.fetches += 1
 
     def resolve(self, ref: str, offline: bool = False) -> Resolved:
         """The commit ref names upstream, fetched (depth 1) if the mirror lacks it."""
@@ -316,7 +307,6 @@ class Mirror:
                 repo = gitpython.Repo(str(self.path))
                 try:
                     repo.git.fetch("origin", "--no-tags", "--no-write-fetch-head", *missing)
-                    self.fetches += 1
                 except gitpython.GitCommandError:
                     return False
                 finally:
@@ -489,6 +479,3 @@ class Cache:
             return None
         return g.result("config", "overlay.url").out.strip() or None
 
-
-def describe_git_error(exc: GitError) -> str:
-    return exc.stderr.splitlines()[-1] if exc.stderr else str(exc)
