@@ -8,7 +8,6 @@ prefill, chunked-prefill and decode steps with transformers' OPTForCausalLM.
 """
 
 import ast
-import importlib.util
 import math
 import subprocess
 import sys
@@ -25,22 +24,9 @@ OPT_PY = REPO / "overlay" / "python" / "sglang" / "srt" / "models" / "opt.py"
 STANDIN_DIR = TESTS_DIR / "standin_sglang"
 
 
-def _load_standin_package():
-    """Import tests/standin_sglang by path (independent of rootdir/sys.path)."""
-    if "standin_sglang" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "standin_sglang",
-            STANDIN_DIR / "__init__.py",
-            submodule_search_locations=[str(STANDIN_DIR)],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["standin_sglang"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["standin_sglang"]
-
-
-standin = _load_standin_package()
-standin_runner = importlib.import_module("standin_sglang.runner")
+# tests/ is on sys.path (conftest.py), so the stand-in package imports by name
+import standin_sglang as standin  # noqa: E402
+import standin_sglang.runner as standin_runner  # noqa: E402
 
 TINY = dict(max_position_embeddings=64, num_attention_heads=4, dropout=0.0)
 CONFIGS = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import logging
 import shutil
 import subprocess
@@ -43,22 +42,8 @@ GROUPS = ("_WORLD", "_TP", "_PP", "_MOE_EP", "_MOE_TP")
 TP_TWICE = "tensor model parallel group is already initialized"
 
 
-def _load_standin_package():
-    """Import tests/standin_runtime by path (independent of rootdir/sys.path)."""
-    if "standin_runtime" not in sys.modules:
-        root = TESTS_DIR / "standin_runtime"
-        spec = importlib.util.spec_from_file_location(
-            "standin_runtime",
-            root / "__init__.py",
-            submodule_search_locations=[str(root)],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["standin_runtime"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["standin_runtime"]
-
-
-standin = _load_standin_package()
+# tests/ is on sys.path (conftest.py), so the stand-in package imports by name
+import standin_runtime as standin  # noqa: E402
 
 
 # --------------------------------------------------------------------------- files

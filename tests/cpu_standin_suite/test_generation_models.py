@@ -150,16 +150,10 @@ def hf_forward(model, prompts: List[str]) -> Outputs:
 
 
 def _standin():
-    if "standin_sglang" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "standin_sglang",
-            STANDIN_DIR / "__init__.py",
-            submodule_search_locations=[str(STANDIN_DIR)],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["standin_sglang"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["standin_sglang"]
+    """tests/standin_sglang (this file runs in its own process, from its own dir)."""
+    if str(STANDIN_DIR.parent) not in sys.path:
+        sys.path.insert(0, str(STANDIN_DIR.parent))
+    return importlib.import_module("standin_sglang")
 
 
 def srt_forward(config, hf_model, prompts: List[str], dtype) -> Outputs:
