@@ -59,8 +59,9 @@ def test_kill_9_at_any_moment_then_rerun_succeeds(phase, tmp_path, upstream):
         (root / "overlay" / MODEL).write_text(MODEL_FILE + "# changed\n")
         good.add(expected_tree(tmp_path, upstream, work, ref, "# changed\n"))
     for delay in (0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7):
-        if phase == "cold":
+        if phase == "cold":  # nothing yet: no cache, and no worktree that used one
             shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(root / f"sglang-{ref}", ignore_errors=True)
         proc = overlay_proc("-C", root, "apply", "--no-lint", "--sglang-ref", ref, cache=cache)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -92,3 +93,20 @@ def test_two_applies_at_once_on_the_same_cache(tmp_path, upstream):
     assert trees[0] == trees[2] != trees[1]
     assert git(a / "sglang-v0.5.3", "rev-parse", "HEAD^{tree}") == trees[0]
     assert git(b / "sglang-v0.5.3", "rev-parse", "HEAD^{tree}") == trees[1]
+
+
+def test_a_worktree_whose_cache_was_deleted_is_refused_then_set_aside(tmp_path, upstream):
+    work = tmp_path / "work"
+    work.mkdir()
+    root = make(tmp_path / "ov", upstream, work)
+    cache = tmp_path / "cache"
+    assert overlay("-C", root, "apply", "--no-lint", cache=cache).rc == 0
+    wt = root / "sglang-v0.5.1"
+    (wt / "my-notes.txt").write_text("keep me\n")
+    shutil.rmtree(cache)  # the user cleared ~/.cache
+    r = overlay("-C", root, "apply", "--no-lint", cache=cache)
+    assert r.rc == 2 and "cache that is gone" in r.err and len(r.err.strip().splitlines()) == 1
+    forced = overlay("-C", root, "apply", "--no-lint", "--force", "--json", cache=cache)
+    assert forced.rc == 0, forced.err
+    assert (root / "sglang-v0.5.1.orphaned-1" / "my-notes.txt").read_text() == "keep me\n"
+    assert git(wt, "rev-parse", "HEAD^{tree}") == forced.json["tree"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -106,6 +107,15 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 f"{target} exists and is not a worktree this overlay created",
                 "pass --worktree with another path, or move that directory away",
             )
+        if ws.orphaned(target):
+            if not force:
+                raise BadInput(
+                    f"{target} is a worktree whose git data was in a cache that is gone",
+                    "move it away, or re-run with --force (it is moved aside, not deleted)")
+            aside = set_aside(target)
+            print(f"overlay: moved the orphaned worktree {target} to {aside}", file=sys.stderr)
+            exists = False
+    if exists:
         dirty = is_dirty(target)
         if dirty and not force:
             raise BadInput(
@@ -141,6 +151,15 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
         raise BadInput(f"'{branch}' is not a valid branch name",
                        "pass --branch a name git accepts, e.g. overlay/v0.5.1")
     return Preflight(target, branch, exists, dirty, moved)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename path to an unused <name>.orphaned-<n> beside it; the new path."""
+    n = 1
+    while (aside := path.with_name(f"{path.name}.orphaned-{n}")).exists():
+        n += 1
+    path.rename(aside)
+    return aside
 
 
 def backup(path: Path, label: str) -> str:
@@ -239,6 +258,12 @@ def prepare_resolution(ws: Workspace, target: Path, force: bool) -> Path:
         if not ws.owns(path):
             raise BadInput(f"{path} exists and is not a resolution worktree of this overlay",
                            "move that directory away")
+        if ws.orphaned(path):
+            if not force:
+                raise BadInput(f"{path} is a resolution worktree whose cache is gone",
+                               "move it away, or re-run with --force (it is moved aside)")
+            set_aside(path)
+            return path
         if not force:
             raise BadInput(
                 f"a resolution worktree from an earlier run is at {path}",

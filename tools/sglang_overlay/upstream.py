@@ -431,6 +431,12 @@ class Workspace:
         except OSError:
             return False
 
+    def orphaned(self, path: Path) -> bool:
+        """A worktree of this workspace whose admin data is gone (the cache was
+        deleted): git no longer works in it."""
+        gitdir = Path((path / ".git").read_text().strip()[len("gitdir: "):])
+        return not (gitdir / "HEAD").exists()
+
     def add_worktree(self, path: Path, commit: str) -> None:
         self.git.run("worktree", "add", "--quiet", "--detach", str(path), commit)
 
