@@ -27,6 +27,19 @@ class Hunk:
     old_len: int
     lines: bytes  # the hunk header line and its body
 
+    @property
+    def function(self) -> str:
+        """The context git wrote after the second "@@" (the enclosing def or
+        class, as git's funcname rule found it), or ""."""
+        parts = self.header.split("@@", 2)
+        return parts[2].strip() if len(parts) == 3 else ""
+
+    def old_side(self) -> list[str]:
+        """The hunk's context and removed lines, without their prefix."""
+        body = self.lines.split(b"\n", 1)[1] if b"\n" in self.lines else b""
+        return [line[1:].decode("utf-8", "replace") for line in body.splitlines()
+                if line[:1] in (b" ", b"-")]
+
 
 @dataclass
 class FileDiff:

@@ -11,6 +11,7 @@ import click
 STATUS_COLORS = {
     "applied": "green",
     "applied-3way": "yellow",
+    "applied-moved": "yellow",
     "already-upstream": "cyan",
     "upstream-provides": "magenta",
     "retired": "bright_black",

@@ -8,6 +8,8 @@ markers beside it, and a state file that `overlay refresh --continue` reads.
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,9 @@ from pathlib import Path
 import click
 
 from . import lint as lint_mod
-from . import state, target
+from . import patchfile, state, target
+from .gitutil import Git, GitError
+from .units import moves
 from .engine import Build, Session
 
 RESOLVED_DIR = "resolved"
@@ -29,6 +33,7 @@ class Outcome:
     what: str = ""  # created / updated / recommitted / unchanged (see target.promote)
     backup: str | None = None
     resolution: Path | None = None
+    patch: Path | None = None  # the conflicting unit's patch file, if it is a patch unit
     findings: list = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -45,6 +50,7 @@ class Outcome:
         if self.resolution:
             data["resolution"] = str(self.resolution)
             data["conflict"] = self.build.conflicts[0].unit.name
+            data["guidance"] = conflict_guidance(self, self.build.ref)
         return data
 
 
@@ -65,6 +71,7 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
     first = build.conflicts[0]
     patch = session.patch_file(first.unit) if first.unit.kind == "patch" else None
     out.resolution = target.leave_resolution(session.workspace, pre.target, first.parent, patch)
+    out.patch = patch
     state.save(root, {
         **extra_state,
         "operation": operation,
@@ -106,7 +113,80 @@ def drop_resolution(session: Session, pending: dict) -> str | None:
 def explain_conflict(out: Outcome, ref: str) -> None:
     first = out.build.conflicts[0]
     click.echo(f"conflict in unit '{first.unit.name}' on {ref}: {out.worktree} was not touched.")
-    click.echo(f"Resolve it in {out.resolution} (`git status` there lists the conflicted "
-               "files; edit them until no conflict markers are left; committing is "
-               "optional), then run `overlay refresh --continue`; or give up with "
-               "`overlay refresh --abort`.")
+    for line in conflict_guidance(out, ref):
+        click.echo(line)
+
+
+MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.M)
+FINISH = ("then run `overlay refresh --continue`; or give up with `overlay refresh --abort`.")
+
+
+def _ere(text: str) -> str:
+    """text as a literal in a POSIX extended regular expression (sed -E)."""
+    return re.sub(r"([.\[\]*^$+?(){}|\\])", r"\\\1", text)
+
+
+def conflict_guidance(out: Outcome, ref: str) -> list[str]:
+    """What to do next, told from the resolution worktree as it actually is:
+    conflict markers to edit, or files gone upstream and where they went."""
+    res = out.resolution
+    first = out.build.conflicts[0]
+    if first.unit.kind != "patch":
+        return [f"Unit '{first.unit.name}' is a {first.unit.kind} unit ({first.detail}): not "
+                f"a text conflict to resolve in {res}. Update the unit in overlay.toml (or "
+                "turn the change into a patch unit), then `overlay refresh --abort` and run "
+                "the command again."]
+    g = Git(res)
+    changed = g.run("diff", "--name-only", "HEAD").splitlines()
+    marked = [p for p in changed if (res / p).is_file()
+              and MARKER.search((res / p).read_text(errors="replace"))]
+    if marked:
+        return [f"Resolve it in {res}: `git status` there lists the conflicted files "
+                f"({', '.join(marked)}); edit them until no conflict markers are left "
+                f"(committing is optional), {FINISH}"]
+    parsed = None
+    if out.patch is not None:
+        try:
+            parsed = patchfile.parse(out.patch.read_bytes())
+        except (OSError, patchfile.NotAPatch):
+            parsed = None
+    gone = moves.gone_files(lambda p: (res / p).exists(), parsed) if parsed else []
+    if not gone:
+        where = "; ".join(first.hunks) or ", ".join(first.files)
+        return [f"{res} has no conflict markers: the patch did not apply there ({where}).",
+                f"Make its change by hand in {res} (the patch: {out.patch or first.unit.name}); "
+                f"committing is optional; {FINISH}"]
+    tree = g.run("rev-parse", "HEAD^{tree}")
+    lines = [f"{res} has no conflict markers: the patch could not be applied there, because"]
+    homes = {}
+    for f in gone:
+        try:
+            cands = moves.whereabouts(g, tree, f)
+        except GitError:
+            cands = []
+        if cands:
+            lines.append(f"  {f.old_path} is gone upstream on {ref}; its content most likely "
+                         "went to:")
+            lines += [f"    {c.text()}" for c in cands]
+            if cands[0].renamed or len(cands) == 1:
+                homes[f.old_path] = cands[0].path
+        else:
+            lines.append(f"  {f.old_path} is gone upstream on {ref}, and no file there is "
+                         "similar to it or defines what its hunks name")
+    if len(homes) == len(gone):
+        script = " ".join(
+            "-e " + shlex.quote(r"/^(diff --git|--- |\+\+\+ )/s#([ab])/" + _ere(old)
+                                + r"( |$)#\1/" + new + r"\2#g")
+            for old, new in homes.items())
+        moved = ", ".join(f"{old} -> {new}" for old, new in homes.items())
+        lines += [f"Next: carry the patch over to the new home ({moved}) with a 3-way merge:",
+                  f"  cd {shlex.quote(str(res))} && sed -E {script} "
+                  f"{shlex.quote(str(out.patch))} | git apply --3way",
+                  "then edit the files it leaves conflict markers in (`git status` lists them; "
+                  "move a hunk by hand where its code went elsewhere) until none are left "
+                  f"(committing is optional), {FINISH}"]
+    else:
+        lines.append(f"Next: make the patch's change ({out.patch}) by hand in {res}, in the "
+                     "file where that code lives now (git cannot tell which one of those it "
+                     f"is); committing is optional; {FINISH}")
+    return lines

@@ -22,7 +22,7 @@ from .. import report
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import load
-from ..units import CONFLICT, LINT_ERROR, RETIRED, UPSTREAM_PROVIDES
+from ..units import APPLIED_MOVED, CONFLICT, LINT_ERROR, RETIRED, UPSTREAM_PROVIDES
 from ..upstream import Cache, Resolved
 from ..versions import version_key
 from . import open_overlay
@@ -142,6 +142,11 @@ def _notes(manifest, columns: list[dict]) -> list[str]:
                 notes.append(f"{u.name}: upstream provides {', '.join(cell['files'])} "
                              f"from {col['ref']} on ({cell['detail']})")
                 break
+        first_move = next((col for col in columns
+                           if col["cells"][u.name]["status"] == APPLIED_MOVED), None)
+        if first_move:
+            notes.append(f"{u.name}: follows a move from {first_move['ref']} on: "
+                         f"{first_move['cells'][u.name]['detail']}")
         first_conflict = next((col for col in columns
                                if col["cells"][u.name]["status"] == CONFLICT), None)
         if first_conflict:

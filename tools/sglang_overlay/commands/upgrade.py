@@ -27,7 +27,7 @@ from ..changelog import add_line
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
-from ..units import ALREADY_UPSTREAM, UPSTREAM_PROVIDES
+from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from . import open_overlay
 
 
@@ -174,6 +174,8 @@ def _accept(name: str, files: list[str], detail: str, to_ref: str, yes: bool) ->
 
 
 def _why(r) -> str:
+    if r.status == APPLIED_MOVED:
+        return f"followed a move: {r.detail}"
     if r.status == "applied-3way":
         return "needed a 3-way merge"
     if r.stale:

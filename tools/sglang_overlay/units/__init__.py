@@ -7,8 +7,8 @@ is as fast as git's plumbing and never touches a user's files. Only the final
 result is checked out, into the target worktree.
 
 Each kind has a module with ``apply(ctx, unit) -> Outcome``:
-``files`` (copy whole files), ``patch`` (git patches, with a 3-way fallback)
-and ``edit`` (declarative edits carried out on the syntax tree).
+``files`` (copy whole files), ``patch`` (git patches, with a 3-way fallback,
+following files that moved upstream: ``moves``) and ``edit`` (declarative edits carried out on the syntax tree).
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from ..manifest import Manifest, Unit
 
 APPLIED = "applied"
 APPLIED_3WAY = "applied-3way"
+APPLIED_MOVED = "applied-moved"  # a patch that followed its files to new paths
 ALREADY_UPSTREAM = "already-upstream"
 UPSTREAM_PROVIDES = "upstream-provides"
 CONFLICT = "conflict"
 RETIRED = "retired"
 LINT_ERROR = "lint-error"
-OK_STATUSES = (APPLIED, APPLIED_3WAY, ALREADY_UPSTREAM, UPSTREAM_PROVIDES, RETIRED)
+OK_STATUSES = (APPLIED, APPLIED_3WAY, APPLIED_MOVED, ALREADY_UPSTREAM, UPSTREAM_PROVIDES,
+               RETIRED)
 
 
 @dataclass
@@ -130,7 +132,8 @@ def apply_unit(ctx: Context, unit: Unit) -> Outcome:
 
 
 __all__ = [
-    "APPLIED", "APPLIED_3WAY", "ALREADY_UPSTREAM", "UPSTREAM_PROVIDES", "CONFLICT",
+    "APPLIED", "APPLIED_3WAY", "APPLIED_MOVED", "ALREADY_UPSTREAM", "UPSTREAM_PROVIDES",
+    "CONFLICT",
     "RETIRED", "LINT_ERROR", "OK_STATUSES", "Outcome", "Stage", "Context",
     "apply_unit", "file_payload", "GitError",
 ]

@@ -5,6 +5,9 @@ Applied in this order of preference:
   2. if it reverse-applies, upstream already has it: ``already-upstream``;
   3. a 3-way merge against the blobs the patch was made on: ``applied-3way``;
   4. otherwise ``conflict``, naming the files and the hunks that do not apply.
+
+When a file the patch edits is gone from the tree, the change follows it
+(rename detection, then hunk relocation: ``moves``): ``applied-moved``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 
 from .. import patchfile
 from ..manifest import Unit
+from . import moves
 from . import (
     ALREADY_UPSTREAM,
     APPLIED,
@@ -39,6 +43,9 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
     path = ctx.patch_file(unit)
     parsed = patchfile.parse(path.read_bytes())
     paths = parsed.paths
+    gone = moves.gone_files(lambda p: stage.entry(p) is not None, parsed)
+    if gone:
+        return moves.apply(ctx, parsed, gone)
 
     plain = stage.apply(path, "-v")
     if plain.ok:
