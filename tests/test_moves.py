@@ -253,3 +253,23 @@ def test_conflict_guidance_for_a_gone_file_names_its_likely_new_home(
     written = (root / "patches/layer-fn.patch").read_text()
     assert f"+++ b/{COMMON}\n" in written and UTILS not in written
     assert 'prefix: str = "")' in function_source(root / "sglang-v0.5.8" / COMMON, "LayerFn")
+
+
+def test_a_moved_change_upstream_already_has_is_already_upstream(upstream, tmp_path,
+                                                                  shared_cache):
+    # v0.5.8 has this very line in get_int_env_var, in utils/common.py
+    fixme = "    # FIXME: move your environment variable to sglang.srt.environ\n"
+    patch = make_patch(upstream, "v0.5.1", tmp_path, {UTILS: lambda t: _edit(t, (
+        "def get_int_env_var(name: str, default: int = 0) -> int:\n",
+        "def get_int_env_var(name: str, default: int = 0) -> int:\n" + fixme))},
+        "FIXME note")
+    root = write_overlay(tmp_path / "ov", upstream,
+                         [{"name": "fixme", "kind": "patch", "description": "FIXME",
+                           "patch": "patches/fixme.patch"}],
+                         files={"patches/fixme.patch": patch})
+    r = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--sglang-ref", "v0.5.8",
+                "--jobs", "1", "--json", cache=shared_cache)
+    cells = r.json["units"][0]["cells"]
+    assert cells["v0.5.1"]["status"] == "applied"
+    assert cells["v0.5.8"]["status"] == "already-upstream", cells["v0.5.8"]
+    assert cells["v0.5.8"]["detail"] == f"the patch reverse-applies at {UTILS} -> {COMMON}"

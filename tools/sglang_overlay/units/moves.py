@@ -305,13 +305,17 @@ class Placer:
         return mode, blob
 
     def try_hunk(self, fd, hunk, path: str, mode: str, blob: str, *flags: str) -> str | None:
-        """The blob that hunk makes of blob at path, or None if it does not apply."""
+        """The blob that hunk makes of blob at path, or None if it does not
+        apply (with --3way: does not merge cleanly from the patch's base blob)."""
         g = _scratch(self.git, self.tmp, {path: (mode, blob)})
+        three_way = "--3way" in flags
         if not g.result("apply", "--cached", *flags, "-",
-                        stdin=section(fd, path, [hunk], keep_index=False)).ok:
+                        stdin=section(fd, path, [hunk], keep_index=three_way)).ok:
             return None
         line = g.run("ls-files", "--stage", "--", path)
-        return line.split()[1] if line else None
+        if not line or len(line.splitlines()) != 1:
+            return None  # unmerged
+        return line.split()[1]
 
     def landed(self, before: str, after: str) -> list[str]:
         """The definitions a change from blob before to blob after touches."""
@@ -325,20 +329,28 @@ class Placement:
     path: str
     names: list[str]  # the definitions the change landed in
     fuzzy: bool  # placed by definition with reduced context (-C1)
+    three_way: bool = False  # on the renamed file, merged from the base blob
 
 
 def place_hunks(placer: Placer, fd: patchfile.FileDiff, renamed: str | None,
-                ) -> tuple[list[Placement], list[str]]:
-    """Where each hunk of a gone file goes; (placements, problems)."""
+                three_way: bool) -> tuple[list[Placement], list[str]]:
+    """Where each hunk of a gone file goes; (placements, problems).
+
+    A hunk stays in the renamed file when it applies there (by a 3-way merge
+    of that hunk alone, when the base blob is at hand). Otherwise it goes to
+    the one other file that defines what it names, with matching context: the
+    renamed file is not a candidate then, since it did not take the hunk.
+    """
     placements, problems = [], []
     for hunk in fd.hunks:
         names = hunk_names(hunk)
         if renamed:
             e = placer.entry(renamed)
-            new = placer.try_hunk(fd, hunk, renamed, *e) if e else None
+            flags = ["--3way"] if three_way else []
+            new = placer.try_hunk(fd, hunk, renamed, *e, *flags) if e else None
             if new:
                 placements.append(Placement(fd, hunk, renamed,
-                                            placer.landed(e[1], new), False))
+                                            placer.landed(e[1], new), False, three_way))
                 continue
         where = f"{fd.old_path} {hunk.header}"
         if not names:
@@ -347,6 +359,8 @@ def place_hunks(placer: Placer, fd: patchfile.FileDiff, renamed: str | None,
         directory, defined = nearest_definers(placer.git, placer.tree, names, fd.old_path)
         matching: dict[str, list[str]] = {}
         for path in defined:
+            if path == renamed:
+                continue
             mode, blob = placer.entry(path)
             new = placer.try_hunk(fd, hunk, path, mode, blob, "-C1")
             if new and lands_inside(placer.git, blob, new, names):
@@ -427,7 +441,7 @@ def apply(ctx: Context, parsed: patchfile.Patch, gone: list[patchfile.FileDiff])
         placer = Placer(stage.git, tree, tmp)
         placements: list[Placement] = []
         for f in gone:
-            placed, trouble = place_hunks(placer, f, renamed.get(f.old_path))
+            placed, trouble = place_hunks(placer, f, renamed.get(f.old_path), have_base)
             placements += placed
             problems += trouble
         if not problems:
@@ -455,12 +469,13 @@ def _apply_placements(stage, placer: Placer, placements: list[Placement]) -> lis
     for p in placements:
         mode, blob = current.get(p.path) or stage.entry(p.path) or (None, None)
         if blob is None:
-            problems.append(f"{p.fd.old_path} {p.hunk.header}: {p.path} is not in the tree")
+            problems.append(f"{p.fd.old_path} {p.hunk.header} ({p.path} is not in the tree)")
             continue
-        new = placer.try_hunk(p.fd, p.hunk, p.path, mode, blob, *(["-C1"] if p.fuzzy else []))
+        flags = ["-C1"] if p.fuzzy else ["--3way"] if p.three_way else []
+        new = placer.try_hunk(p.fd, p.hunk, p.path, mode, blob, *flags)
         if new is None:
-            problems.append(f"{p.fd.old_path} {p.hunk.header}: does not apply on {p.path} "
-                            "after the hunks before it")
+            problems.append(f"{p.fd.old_path} {p.hunk.header} (does not apply on {p.path} "
+                            "after the hunks before it)")
             continue
         current[p.path] = (mode, new)
     if not problems:
