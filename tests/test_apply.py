@@ -152,6 +152,12 @@ def test_conflict_leaves_target_untouched_and_a_resolution_worktree(tmp_path, up
     assert "<<<<<<<" in text and ">>>>>>>" in text
     assert "import-os: eplb imports os" in git(res, "log", "-1", "--format=%s")
     assert realcases.EXPERT_LOCATION in git(res, "diff", "--name-only", "--diff-filter=U")
+    # the guidance matches that state: markers to edit, in that file
+    assert r.json["guidance"] == [
+        f"Resolve it in {res}: `git status` there lists the conflicted files "
+        f"({realcases.EXPERT_LOCATION}); edit them until no conflict markers are left "
+        "(committing is optional), then run `overlay refresh --continue`; or give up with "
+        "`overlay refresh --abort`."]
     # the text says what to do
     human = overlay("-C", root, "apply", "--sglang-ref", "v0.5.3", "--force", cache=shared_cache)
     assert human.rc == 1
