@@ -109,7 +109,15 @@ def renames(git: Git, tree: str, bases: dict[str, str], threshold: str = RENAME_
         old_tree = g.run("write-tree")
     out = git.run("diff-tree", "-r", "-z", f"-M{threshold}", "--diff-filter=R",
                   old_tree, tree)
-    return {old: (new, score) for _kind, score, old, new in _pairs(out)}
+    found = {old: (new, score) for _kind, score, old, new in _pairs(out)}
+    if any(score == 100 for _new, score in found.values()):
+        # an exact copy at several paths (an empty __init__.py, say) says
+        # nothing about where the file went: no rename then
+        listing = git.run("ls-tree", "-r", tree)
+        for old, (_new, score) in list(found.items()):
+            if score == 100 and listing.count(f" {bases[old]}\t") > 1:
+                del found[old]
+    return found
 
 
 def _pairs(raw: str) -> list[tuple[str, int, str, str]]:
