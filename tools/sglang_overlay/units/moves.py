@@ -8,13 +8,14 @@ the file, the way git's merge-ort follows renames:
      default 50% threshold). When every gone file has a rename, the patch is
      applied at the new paths: plainly, or by a 3-way merge from the base
      blobs onto the renamed files (``git apply --3way`` after remapping).
-  2. hunk relocation, where the file was split or no rename was found: each
-     hunk goes to the one file, under the same top directory, that defines
-     the function or class its header names (or a def/class in its context)
-     and where its context matches (``git apply -C1``: at least one line on
-     each side) with the change landing inside that definition. A hunk that
-     applies plainly on the renamed file stays there. Several candidates or
-     none is a conflict that names them.
+  2. hunk relocation, where the file was split or no rename was found: a
+     hunk that merges on its own into the renamed file stays there; any other
+     goes to the one other file that defines the function or class its header
+     names (or a top-level def/class in its context), in the nearest
+     directory above the old file that has one, where its context matches
+     (``git apply -C1``: at least one line on each side) with the change
+     landing inside that definition. Several candidates or none is a conflict
+     that names them.
 
 ``whereabouts`` says where a gone file's content most likely went, with git's
 similarity index, for the guidance of a conflict.
