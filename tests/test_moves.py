@@ -192,8 +192,10 @@ def split_upstream(tmp_path_factory, upstream):
 
 def test_a_hunk_whose_function_is_in_two_files_is_a_conflict_naming_both(
         split_upstream, tmp_path, shared_cache):
-    patch = make_patch(split_upstream, "v0.5.1", tmp_path, {UTILS: lambda t: _edit(t, PIN_MEMORY)},
-                       "Pin memory note")
+    patch = make_patch(split_upstream, "v0.5.1", tmp_path, {UTILS: lambda t: _edit(
+        t, PIN_MEMORY, ("    raise NotImplementedError()\n\n\ndef set_cuda_arch",
+                        "    raise NotImplementedError(directory)\n\n\ndef set_cuda_arch"))},
+        "Pin memory note")
     root = write_overlay(tmp_path / "ov", split_upstream,
                          [{"name": "pin", "kind": "patch", "description": "Pin",
                            "patch": "patches/pin.patch"}],
@@ -207,6 +209,10 @@ def test_a_hunk_whose_function_is_in_two_files_is_a_conflict_naming_both(
     hunks = "\n".join(cell["hunks"])
     assert ("(is_pin_memory_available: defined with matching context in several files: "
             "python/sglang/srt/pin_a.py, python/sglang/srt/pin_b.py") in hunks, hunks
+    # a hunk whose function is nowhere any more says what it looked for, and where
+    assert ("(no file under python/ defines launch_dummy_health_check_server or "
+            "create_checksum or set_cuda_arch)"
+            in hunks), hunks
     # the guidance names both and leaves the choice to a person: no command
     # that would pick one of them
     guidance = "\n".join(r.json["guidance"])
