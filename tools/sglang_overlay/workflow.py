@@ -18,9 +18,9 @@ import click
 
 from . import lint as lint_mod
 from . import patchfile, state, target
+from .engine import Build, Session
 from .gitutil import Git, GitError
 from .units import moves
-from .engine import Build, Session
 
 RESOLVED_DIR = "resolved"
 

@@ -16,7 +16,6 @@ import re
 
 from .. import patchfile
 from ..manifest import Unit
-from . import moves
 from . import (
     ALREADY_UPSTREAM,
     APPLIED,
@@ -24,6 +23,7 @@ from . import (
     CONFLICT,
     Context,
     Outcome,
+    moves,
 )
 
 OFFSET = re.compile(r"^Hunk #\d+ succeeded at \d+ \(offset", re.M)
