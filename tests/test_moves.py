@@ -12,7 +12,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import git, make_patch, overlay, write_overlay
 
 UTILS = "python/sglang/srt/utils.py"
