@@ -71,3 +71,7 @@ class QuantizationConfig(ABC):
         self, layer: torch.nn.Module, prefix: str
     ) -> Optional[QuantizeMethodBase]:
         raise NotImplementedError()
+
+    @abstractmethod
+    def get_scaled_act_names(self) -> List[str]:
+        raise NotImplementedError()
