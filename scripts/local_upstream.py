@@ -7,6 +7,11 @@ upstream code: each release's sdist (upstream's ``python/`` directory) is
 committed in release order into one bare git repository and tagged ``vX``, so
 the tags share history and 3-way merges have real base blobs.
 
+Releases after 0.5.10.post1 exist on PyPI only as wheels. For those, upstream's
+``python/sglang/`` is the wheel's ``sglang/`` package with compiled files
+(``.so``) left out, and ``python/pyproject.toml`` (which no wheel carries) is a
+stand-in written from the wheel's METADATA, labelled as such.
+
 Files the sdists lack (the generation-model test suite, the pull request
 template, the supported-models docs table, the pre-commit pins) are small
 stand-ins from ``scripts/standins/``, written in upstream's shape.
@@ -14,7 +19,7 @@ stand-ins from ``scripts/standins/``, written in upstream's shape.
 Downloads and built repositories are cached (``$SGLANG_OVERLAY_TEST_CACHE``,
 default ``~/.cache/sglang-overlay-tests``), so later runs need no network.
 
-    python scripts/local_upstream.py                      # v0.5.1 .. v0.5.8
+    python scripts/local_upstream.py                      # v0.5.1 .. v0.5.23
     python scripts/local_upstream.py --releases 0.5.1,0.5.2
 """
 
@@ -31,6 +36,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,12 +53,21 @@ TEN_RELEASES = (
     "0.5.5",
     "0.5.6",
 )
-# The default adds v0.5.8, whose test suite lives in upstream's newer layout.
-DEFAULT_RELEASES = TEN_RELEASES + ("0.5.8",)
+# Later releases: v0.5.8, whose test suite lives in upstream's newer layout;
+# the last sdist; and wheel-only releases around the boundaries where upstream
+# rewrote code this repository's overlay touches (v0.5.12: the MLA branch
+# condition; v0.5.18: expert_location.py; v0.5.21: parallel_state.py), up to
+# the newest release.
+LATER_RELEASES = ("0.5.8", "0.5.10.post1", "0.5.12", "0.5.18", "0.5.21", "0.5.23")
+DEFAULT_RELEASES = TEN_RELEASES + LATER_RELEASES
+NEWEST_RELEASE = LATER_RELEASES[-1]
 PYPI_JSON = "https://pypi.org/pypi/sglang/json"
+# Which wheel to take when a release has several: they carry the same Python
+# files; this one also matches this project's machines.
+WHEEL_PREFERENCE = ("py3-none-any", "cp311-cp311-manylinux_2_34_x86_64")
 STANDINS = Path(__file__).resolve().parent / "standins"
 # Bump when the layout of the built repository changes.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 # Upstream moved the generation suite to test/registered/ around v0.5.7; the
 # stand-in follows that boundary.
 REGISTERED_LAYOUT_FROM = (0, 5, 7)
@@ -81,14 +96,22 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in main.split(".")) + (int(post or 0),)
 
 
-def _pypi_metadata(cache: Path) -> dict:
-    path = cache / "pypi-sglang.json"
+def _pypi_metadata(cache: Path, version: str | None = None) -> dict:
+    """PyPI's file list for sglang (sdists and wheels), cached; fetched again
+    when it predates the release asked for."""
+    path = cache / "pypi-sglang-files.json"
     if path.exists():
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        if version is None or version in data:
+            return data
     with urllib.request.urlopen(PYPI_JSON, timeout=60) as resp:
         data = json.load(resp)
     slim = {
-        v: [f for f in files if f["packagetype"] == "sdist"]
+        v: [
+            {k: f[k] for k in ("packagetype", "filename", "url", "digests", "upload_time")}
+            for f in files
+            if f["packagetype"] in ("sdist", "bdist_wheel")
+        ]
         for v, files in data["releases"].items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,11 +122,55 @@ def _pypi_metadata(cache: Path) -> dict:
 
 
 def _sdist_info(version: str, cache: Path) -> dict:
-    meta = _pypi_metadata(cache)
-    files = meta.get(version) or []
+    files = _release_files(version, cache, "sdist")
     if not files:
         raise SystemExit(f"sglang {version}: no sdist on PyPI")
     return files[0]
+
+
+def _release_files(version: str, cache: Path, kind: str) -> list[dict]:
+    meta = _pypi_metadata(cache, version)
+    return [f for f in meta.get(version) or [] if f["packagetype"] == kind]
+
+
+def has_sdist(version: str, cache: Path | None = None) -> bool:
+    return bool(_release_files(version, cache or cache_dir(), "sdist"))
+
+
+def _wheel_info(version: str, cache: Path) -> dict:
+    files = _release_files(version, cache, "bdist_wheel")
+    if not files:
+        raise SystemExit(f"sglang {version}: neither an sdist nor a wheel on PyPI")
+    for tag in WHEEL_PREFERENCE:
+        for f in files:
+            if f["filename"].endswith(f"-{tag}.whl"):
+                return f
+    return sorted(files, key=lambda f: f["filename"])[0]
+
+
+def _download(info: dict, target_dir: Path, what: str) -> Path:
+    """Download one PyPI file into target_dir, checking its sha256."""
+    dest = target_dir / info["filename"]
+    if dest.exists():
+        return dest
+    url = urllib.parse.urljoin(PYPI_JSON, info["url"])
+    print(f"downloading {what} ...", file=sys.stderr)
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        data = resp.read()
+    if hashlib.sha256(data).hexdigest() != info["digests"]["sha256"]:
+        raise SystemExit(f"{what}: sha256 mismatch for {url}")
+    tmp = target_dir / (info["filename"] + f".part-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(dest)
+    return dest
+
+
+def wheel(version: str, cache: Path | None = None) -> Path:
+    """Path of the cached wheel of sglang==version, downloading it if needed."""
+    cache = cache or cache_dir()
+    target_dir = cache / "wheels"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    return _download(_wheel_info(version, cache), target_dir, f"sglang {version} wheel")
 
 
 def sdist(version: str, cache: Path | None = None) -> Path:
@@ -115,16 +182,7 @@ def sdist(version: str, cache: Path | None = None) -> Path:
     if existing.exists():
         return existing
     try:
-        info = _sdist_info(version, cache)
-        url = urllib.parse.urljoin(PYPI_JSON, info["url"])
-        print(f"downloading sglang {version} sdist ...", file=sys.stderr)
-        with urllib.request.urlopen(url, timeout=120) as resp:
-            data = resp.read()
-        if hashlib.sha256(data).hexdigest() != info["digests"]["sha256"]:
-            raise SystemExit(f"sglang {version}: sha256 mismatch for {url}")
-        tmp = target_dir / (info["filename"] + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target_dir / info["filename"])
+        _download(_sdist_info(version, cache), target_dir, f"sglang {version} sdist")
     except (OSError, KeyError) as exc:  # the JSON API is out of reach: ask pip
         print(f"PyPI JSON API failed ({exc}); using pip download", file=sys.stderr)
         subprocess.run(
@@ -139,7 +197,9 @@ def sdist(version: str, cache: Path | None = None) -> Path:
 
 def _upload_time(version: str, cache: Path) -> str:
     try:
-        stamp = _sdist_info(version, cache)["upload_time"]
+        info = (_sdist_info(version, cache) if has_sdist(version, cache)
+                else _wheel_info(version, cache))
+        stamp = info["upload_time"]
         dt = datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc)
     except (OSError, KeyError, SystemExit):
         dt = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -150,8 +210,73 @@ def _standin(name: str) -> str:
     return (STANDINS / name).read_text()
 
 
+def _write_wheel_tree(version: str, cache: Path, dest: Path) -> None:
+    """upstream's python/ directory from the release's wheel (no sdist exists).
+
+    python/sglang/ is the wheel's sglang/ package without compiled files;
+    python/pyproject.toml is a stand-in from the wheel's METADATA.
+    """
+    dist_info = f"sglang-{version}.dist-info/"
+    with zipfile.ZipFile(wheel(version, cache)) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not name.startswith("sglang/"):
+                continue
+            if name.endswith((".so", ".pyd", ".dylib")):
+                continue  # compiled: not upstream source
+            out = dest / "python" / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(info))
+            if (info.external_attr >> 16) & 0o111:
+                out.chmod(0o755)
+        metadata = zf.read(dist_info + "METADATA").decode("utf-8")
+    (dest / "python" / "pyproject.toml").write_text(_pyproject_from_metadata(metadata))
+
+
+def _pyproject_from_metadata(metadata: str) -> str:
+    """A python/pyproject.toml for a wheel-only release, from its METADATA."""
+    from email.parser import Parser
+
+    msg = Parser().parsestr(metadata)
+    deps = [d for d in msg.get_all("Requires-Dist") or [] if "extra ==" not in d]
+    lines = [
+        "# Stand-in written by scripts/local_upstream.py: this release exists on PyPI",
+        "# only as wheels, which carry no pyproject.toml. Name, version, Python and",
+        "# dependencies are the wheel's METADATA; the build settings are not upstream's.",
+        "[build-system]",
+        'requires = ["setuptools>=61.0", "wheel"]',
+        'build-backend = "setuptools.build_meta"',
+        "",
+        "[project]",
+        f'name = "{msg["Name"]}"',
+        f'version = "{msg["Version"]}"',
+        f"description = {json.dumps(msg.get('Summary') or '')}",
+        f'requires-python = "{msg.get("Requires-Python") or ">=3.10"}"',
+        "dependencies = [",
+        *[f"  {json.dumps(d)}," for d in deps],
+        "]",
+        "",
+        "[tool.setuptools.packages.find]",
+        'include = ["sglang*"]',
+        "",
+        "[tool.setuptools.package-data]",
+        '"*" = ["*"]',
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _write_release_tree(version: str, cache: Path, dest: Path) -> None:
     """Lay out upstream's repository for one release under dest."""
+    if has_sdist(version, cache):
+        _write_sdist_tree(version, cache, dest)
+    else:
+        _write_wheel_tree(version, cache, dest)
+    _write_standins(version, dest)
+
+
+def _write_sdist_tree(version: str, cache: Path, dest: Path) -> None:
+    """upstream's python/ directory from the release's sdist."""
     with tarfile.open(sdist(version, cache)) as tar:
         prefix = f"sglang-{version}/"
         for member in tar.getmembers():
@@ -170,6 +295,9 @@ def _write_release_tree(version: str, cache: Path, dest: Path) -> None:
             if member.mode & 0o111:
                 out.chmod(0o755)
 
+
+def _write_standins(version: str, dest: Path) -> None:
+    """What neither sdists nor wheels carry, in upstream's shape."""
     key = version_key(version)
     has_opt = key >= OPT_UPSTREAM_FROM
     files = {

@@ -17,7 +17,8 @@ import local_upstream  # noqa: E402
 
 @pytest.fixture(scope="session")
 def upstream() -> Path:
-    """Bare repo: v0.5.1 .. v0.5.6 (ten releases) and v0.5.8, tagged, one history."""
+    """Bare repo: v0.5.1 .. v0.5.6 (ten releases), v0.5.8, v0.5.10.post1 and the
+    wheel-only v0.5.12, v0.5.18, v0.5.21 and v0.5.23, tagged, one history."""
     return local_upstream.build_upstream(local_upstream.DEFAULT_RELEASES)
 
 
