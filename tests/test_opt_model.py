@@ -413,14 +413,20 @@ def test_misnamed_checkpoint_fails_on_its_first_tensor(opt, checkpoint):
         model.load_weights(iter(weights))
 
 
-def test_later_loads_may_update_a_subset(opt, ckpt_350m):
-    """update_weights_from_tensor & co. send some tensors: only the first
-    load must be complete."""
-    model = _load_model(opt, ckpt_350m, ckpt_350m.tensors.items())
+def test_weight_updates_may_carry_a_subset(opt, ckpt_350m):
+    """update_weights_from_tensor & co. pass lists of some tensors (also to a
+    model never loaded, after --load-format dummy); a stream from a loader
+    must be complete."""
     name = "model.decoder.layers.2.fc1.weight"
     new = torch.full_like(ckpt_350m.tensors[name], 0.5)
-    model.load_weights([(name, new)])
-    assert torch.equal(dict(model.named_parameters())[name], new)
+    for model in (
+        _load_model(opt, ckpt_350m, ckpt_350m.tensors.items()),
+        opt.OPTForCausalLM(ckpt_350m.config),
+    ):
+        model.load_weights([(name, new)])
+        assert torch.equal(dict(model.named_parameters())[name], new)
+        with pytest.raises(ValueError, match="layers.2.fc2.weight"):
+            model.load_weights(iter([(name, new)]))
 
 
 def test_known_extra_tensors_are_skipped(opt, ckpt_350m):

@@ -13,6 +13,7 @@
 # ==============================================================================
 """Inference-only OPT model compatible with HuggingFace weights."""
 
+import collections.abc
 import difflib
 import logging
 from typing import Dict, Iterable, Optional, Set, Tuple, Union
@@ -438,9 +439,6 @@ class OPTForCausalLM(nn.Module):
             )
         self.logits_processor = LogitsProcessor(config)
         self.pooler = Pooler(pooling_type=PoolingType.LAST, normalize=True)
-        # The first load_weights must provide every parameter; later calls
-        # (update_weights_from_*) may carry a subset.
-        self._weights_loaded = False
 
     @torch.no_grad()
     def forward(
@@ -501,7 +499,7 @@ class OPTForCausalLM(nn.Module):
             torch.cuda.synchronize()
 
     def load_kv_cache_scales(self, quantization_param_path: str) -> None:
-        """Per-layer FP8 KV-cache scales from a JSON file (--quantization-param-path)."""
+        """Per-layer FP8 KV-cache scales from --quantization-param-path's JSON."""
         decoder = self.model.decoder
         for layer_idx, scale in kv_cache_scales_loader(
             quantization_param_path,
@@ -528,9 +526,15 @@ class OPTForCausalLM(nn.Module):
         attention's (and skipped when the KV cache is not quantized); tensors
         of another pipeline stage are skipped, and so are a tied head and
         fairseq's ``decoder.version``. Any other tensor without a parameter is
-        an error naming it, and so, on the first load, is a parameter that
-        received no tensor.
+        an error naming it.
+
+        A checkpoint streamed by a loader (an iterator, as the model loaders
+        and update_weights_from_disk pass) must also provide every parameter:
+        one that received no tensor is an error naming it. A list or tuple,
+        as update_weights_from_tensor / _from_distributed pass (in buckets,
+        also after a dummy load), may carry a subset.
         """
+        complete = not isinstance(weights, collections.abc.Sequence)
         params = dict(self.named_parameters())
         tie = self.config.tie_word_embeddings
         loaded: Dict[str, Set[Optional[str]]] = {}
@@ -566,15 +570,13 @@ class OPTForCausalLM(nn.Module):
                 else:
                     weight_loader(param, loaded_weight, shard_id)
                 loaded.setdefault(target, set()).add(shard_id)
-        if not self._weights_loaded:
-            missing = [n for n in params if not _fully_loaded(n, loaded.get(n))]
-            if missing:
-                raise ValueError(
-                    f"OPT checkpoint provides no tensor for parameter(s) "
-                    f"{', '.join(missing)}; its tensor names or config do not "
-                    f"match this model"
-                )
-            self._weights_loaded = True
+        missing = [n for n in params if not _fully_loaded(n, loaded.get(n))]
+        if complete and missing:
+            raise ValueError(
+                f"OPT checkpoint provides no tensor for parameter(s) "
+                f"{', '.join(missing)}; its tensor names or config do not "
+                f"match this model"
+            )
 
     def _submodule(self, path: str) -> Optional[nn.Module]:
         module = self
