@@ -368,11 +368,22 @@ def test_two_pipeline_stages_equal_one(opt, checkpoint):
 
     runners = [standin_runner.CPUModelRunner(m) for m in stages]
 
+    proxy_class = sys.modules[PP_PROXY_MODULE].PPProxyTensors
+    g = torch.Generator().manual_seed(4)
+
     def chained(method):
         def step(reqs, tokens):
             proxy = getattr(runners[0], method)(reqs, tokens)
-            assert isinstance(proxy, sys.modules[PP_PROXY_MODULE].PPProxyTensors)
-            assert set(proxy.tensors) == {"hidden_states"}
+            assert isinstance(proxy, proxy_class)
+            # The keys v0.5.1's CUDA-graph runner keeps buffers for.
+            assert set(proxy.tensors) == {"hidden_states", "residual"}
+            hidden = proxy["hidden_states"] + proxy["residual"]
+            assert hidden.shape == (len(proxy["hidden_states"]), config.hidden_size)
+            # The pair means their sum: split it another way.
+            residual = torch.randn(hidden.shape, generator=g)
+            proxy = proxy_class(
+                {"hidden_states": hidden - residual, "residual": residual}
+            )
             return getattr(runners[1], method)(reqs, tokens, pp_proxy_tensors=proxy)
 
         return step

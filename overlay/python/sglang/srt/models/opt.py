@@ -351,11 +351,22 @@ class OPTDecoder(nn.Module):
             hidden_states = input_embeds + self.embed_positions(positions)
         else:
             assert pp_proxy_tensors is not None, "a later stage needs its input"
-            hidden_states = pp_proxy_tensors["hidden_states"]
+            hidden_states = (
+                pp_proxy_tensors["hidden_states"] + pp_proxy_tensors["residual"]
+            )
         for i in range(self.start_layer, self.end_layer):
             hidden_states = self.layers[i](hidden_states, forward_batch)
         if not self.pp_group.is_last_rank:
-            return PPProxyTensors({"hidden_states": hidden_states})
+            # v0.5.1's CUDA-graph runner replays a later stage from fixed
+            # "hidden_states" and "residual" buffers (llama's pair). OPT's
+            # layers carry no separate residual: the state goes whole, with a
+            # zero residual, and the next stage adds the two.
+            return PPProxyTensors(
+                {
+                    "hidden_states": hidden_states,
+                    "residual": torch.zeros_like(hidden_states),
+                }
+            )
         if self.final_layer_norm is not None:
             hidden_states = self.final_layer_norm(hidden_states)
         if self.project_out is not None:
