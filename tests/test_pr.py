@@ -113,8 +113,10 @@ def test_opt_model_pr(ov, upstream, shared_cache, tmp_path, fork):
     assert headings(text) == headings(template) == [
         "Motivation", "Modifications", "Accuracy Tests", "Benchmarking and Profiling",
         "Checklist"]
-    assert "- `python/sglang/srt/models/opt.py` (+386 -0, new file)" in text
-    assert "3 files changed, +388 -0" in text
+    opt_lines = len((ov / "overlay" / OPT).read_text().splitlines())
+    assert f"- `python/sglang/srt/models/opt.py` (+{opt_lines} -0, new file)" in text
+    # plus the ModelCase line in the suite and the row in the docs table
+    assert f"3 files changed, +{opt_lines + 2} -0" in text
     motivation = text.split("## Motivation\n\n")[1].split("\n## ")[0]
     assert motivation.startswith("SGLang v0.5.1 has no OPT implementation, so OPT checkpoints")
     assert "Not run: no GPU run" in text and "stand-in" not in text

@@ -53,7 +53,7 @@ class CPUAttentionBackend:
 
 
 class CPUModelRunner:
-    """Runs a model's ``forward(input_ids, positions, forward_batch)``."""
+    """Runs a model's ``forward(input_ids, positions, forward_batch, **kwargs)``."""
 
     def __init__(self, model: torch.nn.Module, max_tokens: int = 512, max_reqs=8):
         from sglang.srt.layers.radix_attention import RadixAttention
@@ -85,8 +85,13 @@ class CPUModelRunner:
         self.seq_lens[req] += num_tokens
         return locs
 
-    def extend(self, reqs: Sequence[int], token_lists: Sequence[List[int]]):
-        """Prefill ``token_lists[i]`` on top of whatever request ``reqs[i]`` holds."""
+    def extend(
+        self, reqs: Sequence[int], token_lists: Sequence[List[int]], **model_kwargs
+    ):
+        """Prefill ``token_lists[i]`` on top of whatever request ``reqs[i]`` holds.
+
+        ``model_kwargs`` go to the model's forward as ModelRunner passes them
+        (``input_embeds``, ``get_embedding``, ``pp_proxy_tensors``)."""
         from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
         prefix_lens = [self.seq_lens[r] for r in reqs]
@@ -106,19 +111,27 @@ class CPUModelRunner:
             extend_start_loc=torch.cumsum(torch.tensor([0] + ext_lens[:-1]), 0),
             extend_prefix_lens_cpu=prefix_lens,
             extend_seq_lens_cpu=ext_lens,
+            model_kwargs=model_kwargs,
         )
 
-    def decode(self, reqs: Sequence[int], tokens: List[int]):
+    def decode(self, reqs: Sequence[int], tokens: List[int], **model_kwargs):
         """Run one decode step: one new token for each request."""
         from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
         positions = torch.tensor([self.seq_lens[r] for r in reqs])
         locs = torch.cat([self._allocate(r, 1) for r in reqs])
         return self._run(
-            ForwardMode.DECODE, reqs, torch.tensor(tokens), positions, locs
+            ForwardMode.DECODE,
+            reqs,
+            torch.tensor(tokens),
+            positions,
+            locs,
+            model_kwargs=model_kwargs,
         )
 
-    def _run(self, mode, reqs, input_ids, positions, out_cache_loc, **extend):
+    def _run(
+        self, mode, reqs, input_ids, positions, out_cache_loc, model_kwargs, **extend
+    ):
         from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
         seq_lens = torch.tensor([self.seq_lens[r] for r in reqs])
@@ -135,4 +148,4 @@ class CPUModelRunner:
             attn_backend=self.backend,
             **extend,
         )
-        return self.model(input_ids, positions, forward_batch)
+        return self.model(input_ids, positions, forward_batch, **model_kwargs)

@@ -1,4 +1,4 @@
-"""CPU stand-in for `sglang.srt.layers.activation` (unquantized)."""
+"""CPU stand-in for `sglang.srt.layers.activation` (no scaled activations)."""
 
 import math
 from typing import Optional
@@ -43,5 +43,6 @@ def get_act_fn(
     act_fn_name = act_fn_name.lower()
     if act_fn_name not in _ACTIVATION_REGISTRY:
         raise ValueError(f"Activation function {act_fn_name!r} is not supported.")
-    assert quant_config is None, "the CPU stand-in is unquantized"
+    if quant_config is not None and act_fn_name in quant_config.get_scaled_act_names():
+        raise NotImplementedError("the CPU stand-in has no scaled activations")
     return _ACTIVATION_REGISTRY[act_fn_name]

@@ -1,14 +1,14 @@
 """CPU stand-in for `sglang.srt.layers.linear` (tensor-parallel size 1).
 
-Constructors and weight loaders keep v0.5.1's signatures; the layers hold
-plain unquantized weights of shape (output_size, input_size) and return
-``(output, output_bias)`` like the real ones.
+Constructors and weight loaders keep v0.5.1's signatures. As in v0.5.1 the
+quantize method (``quant_config.get_quant_method(layer, prefix)``, or the
+unquantized one without a config) creates the weights and applies them; the
+layers return ``(output, output_bias)`` like the real ones.
 """
 
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parameter import Parameter
 
 from sglang.srt.distributed import (
@@ -17,6 +17,7 @@ from sglang.srt.distributed import (
     get_tensor_model_parallel_world_size,
 )
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
+from sglang.srt.layers.quantization.unquant import UnquantizedLinearMethod
 from sglang.srt.utils import set_weight_attrs
 
 
@@ -31,7 +32,6 @@ class LinearBase(torch.nn.Module):
         prefix: str = "",
     ):
         super().__init__()
-        assert quant_config is None, "the CPU stand-in is unquantized"
         self.input_size = input_size
         self.output_size = output_size
         self.skip_bias_add = skip_bias_add
@@ -39,15 +39,20 @@ class LinearBase(torch.nn.Module):
             params_dtype = torch.get_default_dtype()
         self.params_dtype = params_dtype
         self.prefix = prefix
+        if quant_config is None:
+            self.quant_method = UnquantizedLinearMethod()
+        else:
+            self.quant_method = quant_config.get_quant_method(self, prefix=prefix)
 
     def _create_weights(self, output_size: int, input_size: int, bias: bool):
-        self.weight = Parameter(
-            torch.empty(output_size, input_size, dtype=self.params_dtype),
-            requires_grad=False,
-        )
-        set_weight_attrs(
-            self.weight,
-            {"input_dim": 1, "output_dim": 0, "weight_loader": self.weight_loader},
+        self.quant_method.create_weights(
+            self,
+            input_size,
+            [output_size],
+            self.input_size,
+            self.output_size,
+            self.params_dtype,
+            weight_loader=self.weight_loader,
         )
         if bias:
             self.bias = Parameter(
@@ -72,7 +77,7 @@ class LinearBase(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         bias = self.bias if not self.skip_bias_add else None
-        output = F.linear(x, self.weight, bias)
+        output = self.quant_method.apply(self, x, bias)
         return output, (self.bias if self.skip_bias_add else None)
 
 

@@ -1,6 +1,7 @@
 """CPU stand-in for `sglang.srt.layers.radix_attention`.
 
-Same constructor and forward as v0.5.1: the layer only reshapes k/v and
+Same constructor and forward as v0.5.1: a quant config may give the layer
+a method that creates its k/v scales; the layer only reshapes k/v and
 hands q/k/v to ``forward_batch.attn_backend`` (the tests use the CPU backend
 in tests/standin_sglang/runner.py).
 """
@@ -42,7 +43,6 @@ class RadixAttention(nn.Module):
         prefix: str = "",
     ):
         super().__init__()
-        assert quant_config is None, "the CPU stand-in is unquantized"
         self.tp_q_head_num = num_heads
         self.tp_k_head_num = num_kv_heads
         self.tp_v_head_num = num_kv_heads
@@ -54,6 +54,15 @@ class RadixAttention(nn.Module):
         self.logit_cap = logit_cap
         self.sliding_window_size = sliding_window_size or -1
         self.is_cross_attention = is_cross_attention
+        self.k_scale = None
+        self.v_scale = None
+        self.k_scale_float = None
+        self.v_scale_float = None
+        self.quant_method = None
+        if quant_config is not None:
+            self.quant_method = quant_config.get_quant_method(self, prefix=prefix)
+        if self.quant_method is not None:  # e.g. k/v_scale of an FP8 KV cache
+            self.quant_method.create_weights(self)
         self.attn_type = attn_type
 
     def forward(

@@ -37,7 +37,9 @@ class VocabParallelEmbedding(torch.nn.Module):
         use_presharded_weights: bool = False,
     ):
         super().__init__()
-        assert quant_config is None, "the CPU stand-in is unquantized"
+        if quant_config is not None:
+            method = quant_config.get_quant_method(self, prefix=prefix)
+            assert method is None, "the CPU stand-in's embeddings are unquantized"
         self.quant_config = quant_config
         self.tp_size = 1
         self.num_embeddings = num_embeddings

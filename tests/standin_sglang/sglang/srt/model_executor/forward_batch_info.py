@@ -2,14 +2,15 @@
 
 `ForwardBatch` has exactly v0.5.1's dataclass fields (names, order and
 defaults); the CPU tests fill in the ones the stand-in attention backend and
-logits processor read.
+logits processor read. `PPProxyTensors` carries tensors between pipeline
+stages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, auto
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -122,3 +123,26 @@ class ForwardBatch:
     tbo_split_seq_index: Optional[int] = None
     tbo_parent_token_range: Optional[Tuple[int, int]] = None
     tbo_children: Optional[List[ForwardBatch]] = None
+
+
+class PPProxyTensors:
+    """The tensors one pipeline stage hands to the next, by name."""
+
+    tensors: Dict[str, torch.Tensor]
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __getitem__(self, key: Union[str, slice]):
+        if isinstance(key, slice):
+            return self.__class__({k: v[key] for k, v in self.tensors.items()})
+        return self.tensors[key]
+
+    def __setitem__(self, key: str, value: torch.Tensor):
+        self.tensors[key] = value
+
+    def __len__(self):
+        return len(self.tensors)
+
+    def __repr__(self) -> str:
+        return f"PPProxyTensors(tensors={self.tensors})"
