@@ -10,12 +10,12 @@ never checks anything out and never touches the user's files.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import git as gitpython
 
+from . import durable
 from . import manifest as manifest_mod
 from . import patchfile
 from .errors import BadInput, Findings
@@ -236,7 +236,7 @@ class Session:
         timestamp = int(git.run("show", "-s", "--format=%ct", base.commit))
         env = identity_env(timestamp)
         results: list[UnitResult] = []
-        with tempfile.TemporaryDirectory(prefix="overlay-stage-") as tmp:
+        with durable.scratch(self.cache.root, "stage") as tmp:
             stage = Stage(git, Path(tmp) / "index", base.commit)
             for unit in units:
                 if unit.retired:

@@ -19,6 +19,8 @@ import os
 import shutil
 from pathlib import Path
 
+from . import durable
+from .durable import crash_point
 from .state import state_dir
 
 JOURNAL = "journal.json"
@@ -67,14 +69,12 @@ class Transaction:
                 continue
             data, mode = self.writes[rel]
             staged = staging / f"{i:04d}"
-            staged.write_bytes(data)
-            if mode is not None:
-                staged.chmod(mode)
+            durable.write_bytes(staged, data, mode)
             ops.append({"op": "write", "path": rel, "staged": str(staged)})
         journal = state_dir(self.root) / JOURNAL
-        tmp = journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ops))
-        os.replace(tmp, journal)  # from here on, the change will complete
+        durable.write_bytes(journal, json.dumps(ops).encode())
+        # from here on, the change will complete
+        crash_point("journal-written")
         _carry_out(self.root, ops)
         journal.unlink()
         shutil.rmtree(staging, ignore_errors=True)
@@ -86,7 +86,9 @@ class Transaction:
 
 
 def _carry_out(root: Path, ops: list[dict]) -> None:
-    for op in ops:
+    for i, op in enumerate(ops):
+        if i == 1:
+            crash_point("journal-half-carried")
         dest = root / op["path"]
         if op["op"] == "delete":
             if dest.exists() or dest.is_symlink():

@@ -13,20 +13,24 @@ Policy in one place:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import durable
+from .durable import crash_point
 from .errors import BadInput
 from .gitutil import Git, identity_env
 from .upstream import Workspace
 
 TMP_MARK = ".overlay-tmp-"
+SWAPS_DIR = "overlay-swaps"  # in the workspace: swaps under way, one record each
 
 
 def branch_for(ref: str) -> str:
@@ -41,18 +45,9 @@ def resolution_path(target: Path) -> Path:
     return target.with_name(target.name + "-conflict")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(ws: Workspace, target: Path) -> None:
     """Remove temporary worktrees that killed runs left beside target."""
+    recover_swaps(ws)
     parent = target.parent
     if not parent.is_dir():
         return
@@ -64,7 +59,7 @@ def clean_stale(ws: Workspace, target: Path) -> None:
             pid = int(entry.name.rsplit("-", 1)[1])
         except ValueError:
             continue
-        if not _pid_alive(pid) or pid == os.getpid():
+        if not durable.pid_alive(pid) or pid == os.getpid():
             ws.remove_worktree(entry)
             shutil.rmtree(entry, ignore_errors=True)
     # a run killed inside `git worktree move` renamed the directory but not
@@ -153,6 +148,12 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
     return Preflight(target, branch, exists, dirty, moved)
 
 
+def workspace_cache(worktree: Path) -> Path:
+    """The cache a worktree's git data lives in (<cache>/workspaces/<ws>/worktrees/<name>)."""
+    text = (worktree / ".git").read_text().strip()
+    return Path(text[len("gitdir: "):]).parents[3]
+
+
 def set_aside(path: Path) -> Path:
     """Rename path to an unused <name>.orphaned-<n> beside it; the new path."""
     n = 1
@@ -165,7 +166,7 @@ def set_aside(path: Path) -> Path:
 def backup(path: Path, label: str) -> str:
     """Save every change in a worktree (untracked files too) as a commit; its ref."""
     g = Git(path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with durable.scratch(workspace_cache(path), "backup") as tmp:
         index = str(Path(tmp) / "index")
         gi = g.with_env(GIT_INDEX_FILE=index)
         gi.run("read-tree", "HEAD")
@@ -212,13 +213,22 @@ def promote(ws: Workspace, pre: Preflight, head: str, tree: str,
             saved = backup(target, "overlay replaced this worktree")
         g.run("update-ref", next_ref(branch), head)
         what = _put(ws, pre, head, tree)
-        g.run("update-ref", built_ref(branch), head)
-        g.run("update-ref", "-d", next_ref(branch))
+        _finished(ws, branch, head)
         return what, saved
 
 
+def _finished(ws: Workspace, branch: str, head: str) -> None:
+    ws.git.run("update-ref", built_ref(branch), head)
+    ws.git.result("update-ref", "-d", next_ref(branch))
+
+
 def _put(ws: Workspace, pre: Preflight, head: str, tree: str) -> str:
-    """Make target show head on its branch; what happened."""
+    """Make target show head on its branch; what happened.
+
+    A new worktree is made beside the target first; the swap (renames, then
+    the branch) is recorded in the workspace before it starts, so a run
+    killed half-way is rolled forward by the next one (``recover_swaps``).
+    """
     target, branch = pre.target, pre.branch
     g = ws.git
     if pre.exists and target.exists():
@@ -235,20 +245,87 @@ def _put(ws: Workspace, pre: Preflight, head: str, tree: str) -> str:
         new = _tmp_path(target, "new")
         old = _tmp_path(target, "old")
         ws.add_worktree(new, head)
+        crash_point("worktree-new-made")
+        record = _record_swap(ws, target, branch, head, new, old)
+        crash_point("worktree-swap-recorded")
         ws.move_worktree(target, old)
+        crash_point("worktree-old-aside")
         ws.move_worktree(new, target)
+        crash_point("worktree-new-in")
         Git(old).run("checkout", "--quiet", "--detach")
         g.run("update-ref", f"refs/heads/{branch}", head)
         Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        crash_point("worktree-branch-moved")
         ws.remove_worktree(old)
+        record.unlink()
         return "updated"
     target.parent.mkdir(parents=True, exist_ok=True)
     new = _tmp_path(target, "new")
     ws.add_worktree(new, head)
+    crash_point("worktree-new-made")
+    record = _record_swap(ws, target, branch, head, new, None)
+    crash_point("worktree-swap-recorded")
     ws.move_worktree(new, target)
+    crash_point("worktree-created-detached")
     g.run("update-ref", f"refs/heads/{branch}", head)
     Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    record.unlink()
     return "created"
+
+
+def _swap_path(ws: Workspace, target: Path) -> Path:
+    key = hashlib.sha256(str(target.absolute()).encode()).hexdigest()[:16]
+    return ws.path / SWAPS_DIR / f"{key}.json"
+
+
+def _record_swap(ws: Workspace, target: Path, branch: str, head: str, new: Path,
+                 old: Path | None) -> Path:
+    path = _swap_path(ws, target)
+    path.parent.mkdir(exist_ok=True)
+    durable.write_json(path, {"target": str(target.absolute()), "branch": branch,
+                              "head": head, "new": str(new),
+                              "old": str(old) if old else None})
+    return path
+
+
+def recover_swaps(ws: Workspace) -> list[Path]:
+    """Roll forward every worktree swap a killed run left half-done; the targets.
+
+    The new worktree was complete before the swap was recorded, so forward is
+    always possible: the old worktree goes aside, the new one in, the branch
+    moves to it, the old one is removed.
+    """
+    d = ws.path / SWAPS_DIR
+    if not d.is_dir():
+        return []
+    done = []
+    with ws.lock:
+        for path in sorted(d.glob("*.json")):
+            try:
+                rec = json.loads(path.read_text())
+                target, new, branch, head = (Path(rec["target"]), Path(rec["new"]),
+                                             rec["branch"], rec["head"])
+                old = Path(rec["old"]) if rec.get("old") else None
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink()  # a record cut short is never acted on
+                continue
+            for p in (target, new, old):
+                if p is not None and (p / ".git").is_file():
+                    ws.git.result("worktree", "repair", str(p))
+            if new.exists():
+                if target.exists() and old is not None and not old.exists():
+                    ws.move_worktree(target, old)
+                if not target.exists():
+                    ws.move_worktree(new, target)
+            if target.exists() and ws.owns(target):
+                ws.git.run("update-ref", f"refs/heads/{branch}", head)
+                Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+                if old is not None and old.exists():
+                    ws.remove_worktree(old)
+                _finished(ws, branch, head)
+                done.append(target)
+            path.unlink()
+    return done
 
 
 def prepare_resolution(ws: Workspace, target: Path, force: bool) -> Path:

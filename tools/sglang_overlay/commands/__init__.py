@@ -2,17 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 
-from .. import journal
+import click
+
+from .. import durable, journal, repolock, target
 from ..engine import Session
 from ..manifest import Manifest, find_root, load
 from ..upstream import Cache
 
 
 def open_overlay(opts, upstream: str | None = None, offline: bool = False,
-                 check_files: bool = True) -> tuple[Manifest, Session]:
-    """The overlay repository of -C DIR (or a parent) and a session on its upstream."""
+                 check_files: bool = True, writes: str | None = None,
+                 ) -> tuple[Manifest, Session]:
+    """The overlay repository of -C DIR (or a parent) and a session on its upstream.
+
+    writes: the verb, when it writes to the overlay repository: it then holds
+    the repository's lock (repolock.py) until the command ends. Read-only verbs
+    do not wait for a writer.
+    """
     root = find_root(opts.directory)
-    journal.recover(root)  # finish a change an interrupted run left half-done
+    if writes:
+        hold_for_command(root, writes)
+        recover(root)
+    else:
+        with repolock.try_hold(root) as free:
+            if free:  # a writer at work finishes its own change
+                journal.recover(root)
     manifest = load(root, check_files=check_files)
-    return manifest, Session(manifest, Cache(opts.cache_dir), upstream, offline)
+    session = Session(manifest, Cache(opts.cache_dir), upstream, offline)
+    durable.sweep(session.cache.root)
+    if writes and (session.workspace.path / "HEAD").exists():
+        target.recover_swaps(session.workspace)
+    return manifest, session
+
+
+def recover(root: Path) -> None:
+    """Finish what an interrupted run left half-done in the overlay repository."""
+    journal.recover(root)
+
+
+def hold_for_command(root: Path, verb: str) -> None:
+    """Take the repository's lock until the current command ends."""
+    if repolock.is_held(root):
+        return
+    ctx = click.get_current_context(silent=True)
+    cm = repolock.hold(root, verb)
+    if ctx is not None:
+        ctx.with_resource(cm)
+    else:  # called outside the CLI: hold it for the rest of the process
+        _kept.enter_context(cm)
+
+
+_kept = contextlib.ExitStack()

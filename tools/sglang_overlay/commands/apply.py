@@ -12,7 +12,7 @@ from . import open_overlay
 
 def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_lock,
         offline, as_json) -> int:
-    manifest, session = open_overlay(opts, upstream, offline)
+    manifest, session = open_overlay(opts, upstream, offline, writes="apply")
     ref = sglang_ref or manifest.ref
     if not ref:
         raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",

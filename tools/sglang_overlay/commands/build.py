@@ -45,7 +45,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
                            "pass upstream's sglang wheel, e.g. `pip download --no-deps "
                            "--only-binary :all: sglang==<version>`")
 
-    manifest, session = open_overlay(opts, upstream, offline)
+    manifest, session = open_overlay(opts, upstream, offline, writes="build")
     out_dir = opts.path(out) if out else manifest.root / "dist"
     ref = sglang_ref or manifest.ref
     progress(f"applying the overlay on {ref or '(no ref)'} ...")

@@ -31,7 +31,7 @@ CAPTURE_REF = "refs/overlay-capture/fork"
 
 
 def run(opts, source, base, upstream, offline, as_json) -> int:
-    manifest, session = open_overlay(opts, upstream, offline)
+    manifest, session = open_overlay(opts, upstream, offline, writes="capture")
     ws = session.workspace
     ws.ensure()
     g = ws.git

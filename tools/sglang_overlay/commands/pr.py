@@ -67,7 +67,7 @@ IMPERATIVE = {
 
 
 def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
-    manifest, session = open_overlay(opts, upstream, offline)
+    manifest, session = open_overlay(opts, upstream, offline, writes="pr")
     root = manifest.root
     unit = manifest.unit(unit_name)
     if unit.retired:

@@ -17,12 +17,11 @@ the files resolved in its resolution worktree; ``--abort`` drops it.
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import click
 
-from .. import export, journal, report, state, target, workflow
+from .. import durable, export, journal, report, state, target, workflow
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
@@ -38,12 +37,12 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
     if continue_ and abort:
         raise BadInput("--continue and --abort exclude each other", "pass one of them")
     if continue_ or abort:
-        manifest, _ = open_overlay(opts)
+        manifest, _ = open_overlay(opts, writes="refresh")
         pending = state.load(manifest.root)
         if not pending:
             raise BadInput("there is no apply or upgrade stopped on a conflict",
                            "run `overlay apply` or `overlay upgrade` first")
-        manifest, session = open_overlay(opts, pending["upstream"])
+        manifest, session = open_overlay(opts, pending["upstream"], writes="refresh")
         session.patch_overrides = {k: Path(v) for k, v in pending.get("overrides", {}).items()}
         if abort:
             saved = workflow.drop_resolution(session, pending)
@@ -56,11 +55,11 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
                     click.echo(f"your edits there were saved as {saved}")
             return OK
         return _continue(session, pending, as_json)
-    manifest, session = open_overlay(opts)
+    manifest, session = open_overlay(opts, writes="refresh")
     wt = opts.path(worktree) if worktree else target.default_target(manifest.root, manifest.ref)
     url = session.cache.upstream_of(wt, manifest.root)
     if url and url != session.url:  # it was applied with --upstream
-        manifest, session = open_overlay(opts, url)
+        manifest, session = open_overlay(opts, url, writes="refresh")
     return _refresh(session, wt, as_json)
 
 
@@ -137,7 +136,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
 
 def _worktree_tree(g: Git) -> str:
     """The tree of a worktree's files as they are now (untracked included)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with durable.scratch(target.workspace_cache(g.cwd), "index") as tmp:
         gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
         gi.run("read-tree", "HEAD")
         gi.run("add", "-A", ".")

@@ -32,7 +32,7 @@ from . import open_overlay
 
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
-    manifest, session = open_overlay(opts, upstream, offline)
+    manifest, session = open_overlay(opts, upstream, offline, writes="upgrade")
     pending = state.load(manifest.root)
     if pending:
         raise BadInput(

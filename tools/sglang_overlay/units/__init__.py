@@ -50,6 +50,7 @@ class Stage:
 
     def __init__(self, git: Git, index_file: Path, commit: str):
         self.git = git.with_env(GIT_INDEX_FILE=str(index_file))
+        self.dir = Path(index_file).parent  # scratch space (in the cache) for helpers
         self.head = commit
         self.git.run("read-tree", commit)
 

@@ -418,7 +418,7 @@ def apply(ctx: Context, parsed: patchfile.Patch, gone: list[patchfile.FileDiff])
     tree = stage.tree()
     present = [f for f in parsed.files if f not in gone]
     have_base = ctx.ensure_patch_base()
-    with tempfile.TemporaryDirectory(prefix="overlay-moves-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="moves-", dir=stage.dir) as tmp:
         found = renames(stage.git, tree, {f.old_path: f.old_blob for f in gone}, tmp=tmp) \
             if have_base else {}
         renamed = {old: new for old, (new, _score) in found.items()}

@@ -1,0 +1,229 @@
+"""Durable writes, scratch space and named crash points: one home for all three.
+
+* ``write_bytes`` / ``write_text`` / ``write_json``: a file is written to a
+  temporary name in its own directory, flushed to disk and renamed over the
+  old one, so a reader (or a run after ``kill -9``) sees the old file or the
+  new one, never a part.
+* ``scratch``: temporary directories live in ``<cache>/tmp``, named with the
+  pid of the process that made them, not in ``$TMPDIR``. A killed run's
+  leftovers are found by the next run (``sweep``, at the start of every verb)
+  and by ``overlay gc``, and removed once their process is gone. Results are
+  moved out of scratch space only when they are complete (recorded after
+  success, as pre-commit's store does).
+* ``crash_point(name)``: when ``SGLANG_OVERLAY_CRASH_AT`` names the point, the
+  process kills itself there with SIGKILL. Every durable step of every
+  writing verb has one; ``POINTS`` lists them with what a kill there leaves,
+  and the tests kill the tool at each of them (no timing involved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+CRASH_ENV = "SGLANG_OVERLAY_CRASH_AT"
+SCRATCH_DIR = "tmp"
+_PID_NAME = re.compile(r"-(\d+)-[^-]*$|-(\d+)$")
+
+# name -> (verb, what a kill there leaves and what the next run does)
+POINTS: dict[str, tuple[str, str]] = {
+    "worktree-new-made": (
+        "apply, upgrade, refresh", "the new worktree is complete in a temporary directory "
+        "beside the target, which is untouched; the next run removes the temporary one"),
+    "worktree-swap-recorded": (
+        "apply, upgrade, refresh", "the swap is recorded in the cache, nothing renamed yet; "
+        "the next command touching the worktree rolls the swap forward"),
+    "worktree-old-aside": (
+        "apply, upgrade, refresh", "the old worktree is set aside and the target is absent; "
+        "the swap record rolls it forward (the new worktree goes in)"),
+    "worktree-new-in": (
+        "apply, upgrade, refresh", "the new worktree is in place, its branch not moved yet; "
+        "rolled forward"),
+    "worktree-branch-moved": (
+        "apply, upgrade, refresh", "worktree and branch are new, the old worktree is still "
+        "aside; rolled forward (it is removed)"),
+    "worktree-created-detached": (
+        "apply, upgrade", "a first worktree is in place with a detached HEAD; rolled "
+        "forward (HEAD on its branch)"),
+    "journal-written": (
+        "upgrade, refresh, capture, pr", "every change is staged and the journal written, "
+        "nothing carried out; the next run carries it out (the overlay ends up new)"),
+    "journal-half-carried": (
+        "upgrade, refresh, capture, pr", "the first change is carried out; the next run "
+        "finishes the journal"),
+    "upgrade-built": (
+        "upgrade", "nothing written; the overlay is as before, the next run upgrades"),
+    "upgrade-overlay-written": (
+        "upgrade", "the overlay is upgraded, the worktree of the new ref not made yet; the "
+        "next `overlay upgrade --to REF` makes it (no 'nothing to do')"),
+    "refresh-written": (
+        "refresh", "the overlay has the write-back, the branch is not rebuilt yet; the next "
+        "refresh sees the overlay already builds the worktree's tree and only rebuilds the "
+        "branch (no unit added twice)"),
+    "continue-resolved": (
+        "refresh --continue", "the resolved patch is kept in .overlay/resolved/, the "
+        "overlay untouched; the next --continue starts again"),
+    "continue-written": (
+        "refresh --continue", "the patch is written back, the worktree not applied yet; "
+        "the next --continue applies it"),
+    "abort-worktree-removed": (
+        "refresh --abort", "the resolution worktree is gone, the state not cleared; the "
+        "next --abort clears it"),
+    "capture-read": (
+        "capture", "nothing written; the next run captures"),
+    "init-skeleton": (
+        "init", "overlay/, patches/, .gitignore and git are there, overlay.toml (written "
+        "last) not yet; the next init finishes"),
+    "build-exported": (
+        "build", "the tree is exported to scratch space in the cache; nothing in dist/; "
+        "the next run removes the scratch directory"),
+    "build-wheel-copying": (
+        "build", "the wheel is a hidden part file in dist/; the next run removes it"),
+    "pr-branch-written": (
+        "pr", "the branch pr/<unit> is written, pr/<unit>/ and overlay.toml not yet; the "
+        "next run writes them"),
+}
+
+
+def crash_point(name: str) -> None:
+    """Die here (SIGKILL, like kill -9) when SGLANG_OVERLAY_CRASH_AT names this point."""
+    assert name in POINTS, f"unregistered crash point {name}"
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace path with data atomically (temporary file in the same directory)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data) -> None:
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def copy_file(src: Path, dest: Path, point: str | None = None) -> None:
+    """Copy src over dest atomically (a hidden part file beside dest, then a rename)."""
+    part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    try:
+        shutil.copyfile(src, part)
+        with open(part, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if point:
+            crash_point(point)
+        os.replace(part, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    _fsync_dir(dest.parent)
+
+
+# --- processes and leftovers ----------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pid_of(name: str) -> int | None:
+    """The pid a scratch or part name carries (``...-<pid>`` or ``...-<pid>-<x>``)."""
+    m = _PID_NAME.search(name)
+    if not m:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def sweep_dir(directory: Path, marker: str = "") -> list[Path]:
+    """Remove entries of directory (whose names contain marker) that a dead process left."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in sorted(directory.iterdir()):
+        if marker and marker not in entry.name:
+            continue
+        pid = pid_of(entry.name)
+        if pid is None or pid_alive(pid):
+            continue
+        _remove(entry)
+        removed.append(entry)
+    return removed
+
+
+def scratch_root(cache_root: Path) -> Path:
+    return Path(cache_root) / SCRATCH_DIR
+
+
+def sweep(cache_root: Path) -> list[Path]:
+    """Scratch directories of processes that are gone (kill -9), removed."""
+    return sweep_dir(scratch_root(cache_root))
+
+
+@contextlib.contextmanager
+def scratch(cache_root: Path, what: str) -> Iterator[Path]:
+    """A temporary directory in the cache's scratch space, removed afterwards."""
+    root = scratch_root(cache_root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{what}-{os.getpid()}-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
