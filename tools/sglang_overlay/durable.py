@@ -30,6 +30,7 @@ from typing import Iterator
 
 CRASH_ENV = "SGLANG_OVERLAY_CRASH_AT"
 SCRATCH_DIR = "tmp"
+PART = ".part-"  # marks a file being copied into place (copy_file)
 _PID_NAME = re.compile(r"-(\d+)-[^-]*$|-(\d+)$")
 
 # name -> (verb, what a kill there leaves and what the next run does)
@@ -144,7 +145,7 @@ def write_json(path: Path, data) -> None:
 
 def copy_file(src: Path, dest: Path, point: str | None = None) -> None:
     """Copy src over dest atomically (a hidden part file beside dest, then a rename)."""
-    part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    part = dest.with_name(f".{dest.name}{PART}{os.getpid()}")
     try:
         shutil.copyfile(src, part)
         with open(part, "rb+") as fh:

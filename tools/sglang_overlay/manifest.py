@@ -40,7 +40,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import patchfile
+from . import durable, patchfile
 from .errors import BadInput, ManifestError
 
 MANIFEST_NAME = "overlay.toml"
@@ -597,9 +597,7 @@ def update(root: Path, edit, *args: Any, **kwargs: Any) -> None:
     """Apply one edit function to root/overlay.toml and write it atomically."""
     path = root / MANIFEST_NAME
     text = edit(path.read_text(encoding="utf-8"), *args, **kwargs)
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    durable.write_text(path, text)
 
 
 def write_lock(root: Path, ref: str, commit: str) -> None:

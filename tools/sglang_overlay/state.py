@@ -9,8 +9,9 @@ up in the overlay repository's ``git status``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from . import durable
 
 STATE_DIR = ".overlay"
 STATE_FILE = "state.json"
@@ -26,9 +27,7 @@ def state_dir(root: Path) -> Path:
 
 def save(root: Path, data: dict) -> Path:
     path = state_dir(root) / STATE_FILE
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    durable.write_json(path, data)
     return path
 
 

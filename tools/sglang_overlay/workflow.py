@@ -18,6 +18,7 @@ import click
 
 from . import lint as lint_mod
 from . import patchfile, state, target
+from .durable import crash_point
 from .engine import Build, Session
 from .gitutil import Git, GitError
 from .units import moves
@@ -66,6 +67,9 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
                                                  build.tree, build.base)
         pending = state.load(root)
         if pending and pending.get("target") == str(pre.target):
+            # marked first: a run killed while dropping it leaves a state the next
+            # command recognises as done (load_pending)
+            state.save(root, {**pending, "finished": True})
             drop_resolution(session, pending)
         return out
     first = build.conflicts[0]
@@ -90,6 +94,15 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
     return out
 
 
+def load_pending(session: Session) -> dict | None:
+    """The unfinished operation, if any; one a killed run had finished is cleared."""
+    pending = state.load(session.manifest.root)
+    if pending and pending.get("finished"):
+        drop_resolution(session, pending)
+        return None
+    return pending
+
+
 def drop_resolution(session: Session, pending: dict) -> str | None:
     """Remove a finished or abandoned resolution worktree and the state.
 
@@ -105,6 +118,7 @@ def drop_resolution(session: Session, pending: dict) -> str | None:
             saved = target.backup(res, "dropping the resolution worktree")
         with ws.lock:
             ws.remove_worktree(res)
+        crash_point("abort-worktree-removed")
     shutil.rmtree(state.state_dir(root) / RESOLVED_DIR, ignore_errors=True)
     state.clear(root)
     return saved

@@ -32,9 +32,12 @@ def open_overlay(opts, upstream: str | None = None, offline: bool = False,
                 journal.recover(root)
     manifest = load(root, check_files=check_files)
     session = Session(manifest, Cache(opts.cache_dir), upstream, offline)
-    durable.sweep(session.cache.root)
-    if writes and (session.workspace.path / "HEAD").exists():
-        target.recover_swaps(session.workspace)
+    swept = durable.sweep(session.cache.root)
+    if (session.workspace.path / "HEAD").exists():
+        if swept:  # a killed run's scratch worktree (overlay pr) is gone: drop its entry
+            session.workspace.prune()
+        if writes:
+            target.recover_swaps(session.workspace)
     return manifest, session
 
 

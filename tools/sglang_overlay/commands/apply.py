@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .. import report, state, target, workflow
+from .. import report, target, workflow
 from ..errors import FINDINGS, OK, BadInput
 from . import open_overlay
 
@@ -17,7 +17,7 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
     if not ref:
         raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
                        'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
-    pending = state.load(manifest.root)
+    pending = workflow.load_pending(session)
     if pending and not force:
         raise BadInput(
             f"an unfinished {pending['operation']} stopped on a conflict in unit "

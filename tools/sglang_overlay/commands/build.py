@@ -17,15 +17,13 @@ in the same canonical form. Either way the same inputs give the same bytes.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from .. import report, wheels
+from .. import durable, report, wheels
+from ..durable import PART, crash_point
 from ..engine import progress
 from ..errors import BadInput, Findings
 from . import open_overlay
@@ -55,10 +53,11 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     overlay_hash = manifest.content_hash(build.base)
     changes = wheels.changed_paths(git, build.base, build.head)
 
-    with tempfile.TemporaryDirectory(prefix="overlay-build-") as tmp:
-        tmp = Path(tmp)
+    durable.sweep_dir(out_dir, PART)  # wheels a killed build left half-copied
+    with durable.scratch(session.cache.root, "build") as tmp:
         progress(f"exporting python/ of {build.head[:12]} ...")
         session.export(build.head, tmp / "src", ("python",))
+        crash_point("build-exported")
         project = tmp / "src" / "python"
         up_version = wheels.project_version(project / "pyproject.toml", build.ref)
         version = wheels.local_version(up_version, overlay_hash)
@@ -124,9 +123,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / final.name
-        part = out_dir / f".{final.name}.part-{os.getpid()}"
-        shutil.copyfile(final, part)
-        os.replace(part, dest)
+        durable.copy_file(final, dest, point="build-wheel-copying")
 
     digest = wheels.sha256_file(dest)
     units = [{"name": r.unit.name, "kind": r.unit.kind, "status": r.status}

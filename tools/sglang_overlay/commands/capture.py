@@ -19,11 +19,13 @@ from pathlib import PurePosixPath
 import click
 
 from .. import export, journal, report
+from ..durable import crash_point
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..lint.facts import extract
 from ..manifest import MANIFEST_NAME, with_model, with_unit
 from ..units import edit as edits
+from ..upstream import Resolved
 from . import open_overlay
 
 MODELS_DIR = "python/sglang/srt/models/"
@@ -60,6 +62,19 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     if not changes:
         raise BadInput(f"the fork {label} has no changes against {base_ref} ({merge_base[:12]})",
                        "pass --from the fork's checkout or branch")
+    if any(ch.path in claimed for ch in changes) and _already_captured(
+            session, base_ref, merge_base, fork):
+        # a capture that was killed after writing (or simply run twice): the
+        # overlay already rebuilds the fork exactly, so nothing is added again
+        message = (f"the overlay already rebuilds the fork {label} ({fork[:12]}) on "
+                   f"{merge_base[:12]}: nothing to capture")
+        if as_json:
+            report.emit_json({"fork": label, "fork_commit": fork, "base": base_ref,
+                              "merge_base": merge_base, "units": [], "models": [],
+                              "notes": [message], "written": [], "exit_code": OK})
+        else:
+            click.echo(message)
+        return OK
     new_models: dict[str, dict] = {}
     # files units first, then patches, then edits (the repository's own order)
     buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
@@ -145,6 +160,7 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         if arch not in declared:
             text = with_model(text, fields)
     tx.write(MANIFEST_NAME, text.encode())
+    crash_point("capture-read")
     written = tx.commit()
     code = OK
     result = {"fork": label, "fork_commit": fork, "base": base_ref, "merge_base": merge_base,
@@ -167,6 +183,11 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     else:
         click.echo(f"rebuild it with `overlay apply --sglang-ref {base_ref}`")
     return code
+
+
+def _already_captured(session, base_ref: str, merge_base: str, fork: str) -> bool:
+    build = session.build(Resolved(base_ref, merge_base, None))
+    return build.ok and build.tree == session.workspace.git.run("rev-parse", f"{fork}^{{tree}}")
 
 
 def _fork_commit(session, source: str, base, opts) -> tuple[str, str, str | None]:

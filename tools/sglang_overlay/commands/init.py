@@ -6,10 +6,13 @@ from pathlib import Path
 
 import click
 
+from .. import durable
+from ..durable import crash_point
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME
 from ..upstream import Cache, normalize_url
+from . import hold_for_command
 
 MANIFEST_TEMPLATE = """\
 # sglang-overlay manifest: the upstream, its pinned ref and lock, and the
@@ -48,16 +51,22 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / MANIFEST_NAME).write_text(
-        MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit))
+    hold_for_command(dest, "init")
+    if (dest / MANIFEST_NAME).exists():  # another init won the race
+        raise BadInput(f"{dest / MANIFEST_NAME} already exists",
+                       "pick another directory, or work on that overlay with -C")
+    # overlay.toml last: until it is there, a killed init is simply run again
     for sub in ("overlay", "patches"):
         (dest / sub).mkdir(exist_ok=True)
         (dest / sub / ".gitkeep").touch()
     gitignore = dest / ".gitignore"
     if not gitignore.exists():
-        gitignore.write_text(GITIGNORE)
+        durable.write_text(gitignore, GITIGNORE)
     if not Git(dest).result("rev-parse", "--is-inside-work-tree").ok:
         Git(dest).run("init", "--quiet")
+    crash_point("init-skeleton")
+    durable.write_text(dest / MANIFEST_NAME,
+                       MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit))
     click.echo(f"initialized an empty overlay in {dest}")
     click.echo(f"  upstream {stored}")
     click.echo(f"  pinned   {sglang_ref} at {resolved.commit}")

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,8 @@ from pathlib import Path
 import click
 
 from .. import manifest as manifest_mod
-from .. import modeldocs, prbody, report
+from .. import durable, journal, modeldocs, prbody, report
+from ..durable import crash_point
 from ..errors import OK, BadInput, Findings
 from ..formatters import PRE_COMMIT_CONFIG, ToolEnv, parse_pins
 from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git
@@ -114,13 +113,17 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
 
     # --- everything below writes -------------------------------------------------
     ws.git.run("update-ref", f"refs/heads/{branch}", head)
-    patches = _write_series(ws.git, resolved.commit, head, out_dir, body)
+    crash_point("pr-branch-written")
     pushed = None
     if push_url:
         _push(ws.path, push_url, head, branch)
         pushed = {"remote": push, "url": push_url, "branch": branch}
     value = f"{push_url}#{branch}" if push_url else f"{PREPARED_PREFIX}{branch}"
-    forwarded = _record_forwarded(root, manifest, unit, units, value, branch)
+    # the series, PR_BODY.md and overlay.toml change together (one transaction)
+    tx = journal.Transaction(root)
+    patches = _write_series(session, resolved.commit, head, out_dir, body, tx)
+    forwarded = _record_forwarded(tx, manifest, unit, units, value, branch)
+    tx.commit()
 
     result = {
         "unit": unit.name,
@@ -323,7 +326,7 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
     ws = session.workspace
     series = Series()
     env = _env(author, date)
-    with tempfile.TemporaryDirectory(prefix="overlay-pr-") as tmp:
+    with durable.scratch(session.cache.root, "pr") as tmp:
         wt = Path(tmp) / "checkout"
         with ws.lock:
             ws.add_worktree(wt, base)
@@ -445,20 +448,36 @@ def _file_changes(git: Git, base: str, head: str) -> list[prbody.FileChange]:
     return out
 
 
-def _write_series(git: Git, base: str, head: str, out_dir: Path, body: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".overlay-pr-", dir=out_dir) as tmp:
-        git.run("format-patch", "--quiet", "--no-signature", "--full-index", "-o", tmp,
-                f"{base}..{head}")
-        for old in out_dir.iterdir():
-            if PATCH_RE.match(old.name):
-                old.unlink()
+def _write_series(session, base: str, head: str, out_dir: Path, body: str,
+                  tx: journal.Transaction) -> list[Path]:
+    """The `git format-patch` series and PR_BODY.md, replacing an earlier series.
+
+    Inside the overlay repository (the default, pr/<unit>/) they go into tx;
+    elsewhere each file is written atomically."""
+    root = tx.root
+    inside = out_dir.resolve().is_relative_to(root.resolve())
+    files: dict[str, bytes] = {}
+    with durable.scratch(session.cache.root, "series") as tmp:
+        session.workspace.git.run("format-patch", "--quiet", "--no-signature", "--full-index",
+                                  "-o", str(tmp), f"{base}..{head}")
         names = sorted(os.listdir(tmp))
         for name in names:
-            shutil.move(os.path.join(tmp, name), out_dir / name)
-    tmp_body = out_dir / f".{BODY_NAME}.tmp-{os.getpid()}"
-    tmp_body.write_text(body, encoding="utf-8")
-    os.replace(tmp_body, out_dir / BODY_NAME)
+            files[name] = (tmp / name).read_bytes()
+    files[BODY_NAME] = body.encode("utf-8")
+    old = [p for p in out_dir.iterdir() if PATCH_RE.match(p.name)] if out_dir.is_dir() else []
+    if inside:
+        rel = out_dir.resolve().relative_to(root.resolve()).as_posix()
+        for p in old:
+            tx.delete(f"{rel}/{p.name}")
+        for name, data in files.items():
+            tx.write(f"{rel}/{name}", data)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for p in old:
+            if p.name not in files:
+                p.unlink()
+        for name, data in files.items():
+            durable.write_bytes(out_dir / name, data)
     return [out_dir / n for n in names]
 
 
@@ -467,16 +486,18 @@ def _ours(value: str, branch: str) -> bool:
             or value.endswith("#" + branch))
 
 
-def _record_forwarded(root: Path, manifest: Manifest, unit: Unit, units: list[Unit],
-                      value: str, branch: str) -> dict[str, str]:
+def _record_forwarded(tx: journal.Transaction, manifest: Manifest, unit: Unit,
+                      units: list[Unit], value: str, branch: str) -> dict[str, str]:
     """Set forwarded on the unit (and on required units still "no"); what each now says."""
     out = {}
+    text = tx.read(manifest_mod.MANIFEST_NAME).decode("utf-8")
     for u in units:
         mine = u.name == unit.name
         if (mine and _ours(u.forwarded, branch)) or (not mine and u.forwarded == "no"):
             if u.forwarded != value:
-                manifest_mod.set_unit_keys(root, u.name, forwarded=value)
+                text = manifest_mod.with_unit_keys(text, u.name, forwarded=value)
             out[u.name] = value
         else:
             out[u.name] = u.forwarded
+    tx.write(manifest_mod.MANIFEST_NAME, text.encode("utf-8"))
     return out

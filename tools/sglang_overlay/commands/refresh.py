@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from .. import durable, export, journal, report, state, target, workflow
+from ..durable import crash_point
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
@@ -37,8 +38,8 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
     if continue_ and abort:
         raise BadInput("--continue and --abort exclude each other", "pass one of them")
     if continue_ or abort:
-        manifest, _ = open_overlay(opts, writes="refresh")
-        pending = state.load(manifest.root)
+        manifest, session = open_overlay(opts, writes="refresh")
+        pending = workflow.load_pending(session)
         if not pending:
             raise BadInput("there is no apply or upgrade stopped on a conflict",
                            "run `overlay apply` or `overlay upgrade` first")
@@ -102,8 +103,9 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     rdir = state.state_dir(m.root) / workflow.RESOLVED_DIR
     rdir.mkdir(parents=True, exist_ok=True)
     path = rdir / f"{unit.name}.patch"
-    path.write_bytes(resolved)
+    durable.write_bytes(path, resolved)
     session.patch_overrides[unit.name] = path
+    crash_point("continue-resolved")
 
     if pending["operation"] == "upgrade":
         return upgrade_cmd.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
@@ -113,6 +115,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     for name, p in session.patch_overrides.items():
         tx.write(m.unit(name).patch, Path(p).read_bytes())
     written = tx.commit()
+    crash_point("continue-written")
     session.patch_overrides = {}
     dest = Path(pending["target"])
     pre = target.preflight(session.workspace, dest, pending["branch"], force=False)
@@ -181,6 +184,18 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
         if subject.startswith(("fixup! ", "squash! ", "amend! ")):
             raise BadInput(f"{wt}: commit {c[:12]} '{subject}' is not squashed yet",
                            f"run `git rebase -i --autosquash {base[:12]}` in {wt} first")
+    if commits and _already_written_back(session, g, branch, base):
+        # an earlier refresh wrote these commits back and was stopped before it
+        # rebuilt the branch: only the branch is left to do (nothing is added twice)
+        _reapply(session, wt, branch, base)
+        if as_json:
+            report.emit_json({"worktree": str(wt), "base": base, "written": [], "units": [],
+                              "findings": [], "rebuilt": True, "exit_code": OK})
+        else:
+            click.echo("the overlay already has every commit of the worktree (an earlier "
+                       "refresh was interrupted); rebuilt the branch from it\n"
+                       "wrote nothing")
+        return OK
     tx = journal.Transaction(root)
     text = (root / MANIFEST_NAME).read_text()
     names = {u.name for u in m.units}
@@ -205,6 +220,7 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
         rows.append(row)
     tx.write(MANIFEST_NAME, text.encode())
     written = tx.commit()
+    crash_point("refresh-written")
     if written and not findings:
         _reapply(session, wt, branch, base)
     for row in rows:
@@ -223,6 +239,16 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
         click.echo(f)
     click.echo(f"\nwrote {', '.join(written) or 'nothing (the overlay already matches)'}")
     return code
+
+
+def _already_written_back(session, g: Git, branch: str, base: str) -> bool:
+    """The worktree has commits apply did not make, yet the overlay as it is
+    builds exactly its tree: they are written back already."""
+    head = g.run("rev-parse", "HEAD")
+    if head == session.workspace.git.rev(target.built_ref(branch)):
+        return False
+    build = session.build(Resolved(base, base, None))
+    return build.ok and build.tree == g.run("rev-parse", "HEAD^{tree}")
 
 
 def _reapply(session, wt: Path, branch: str, base: str) -> None:

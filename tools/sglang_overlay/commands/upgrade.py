@@ -17,23 +17,28 @@ Finally the new overlay is applied to REF's worktree.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 
 import click
 
-from .. import export, journal, report, state, target, workflow
+from .. import export, journal, report, target, workflow
 from ..changelog import add_line
+from ..durable import crash_point
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
+from ..upstream import Resolved
 from . import open_overlay
+
+UNFINISHED = ".overlay/upgrade.json"  # written with the upgraded overlay, removed after
 
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline, writes="upgrade")
-    pending = state.load(manifest.root)
+    pending = workflow.load_pending(session)
     if pending:
         raise BadInput(
             f"an unfinished {pending['operation']} stopped on a conflict in unit "
@@ -42,6 +47,9 @@ def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
             "`overlay refresh --abort`",
         )
     if to_ref == manifest.ref:
+        unfinished = _unfinished(manifest.root)
+        if unfinished and unfinished.get("to") == to_ref:
+            return _apply_new_pin(session, unfinished, as_json)
         message = f"already pinned at {to_ref}; nothing to do"
         if as_json:
             report.emit_json({"from": to_ref, "to": to_ref, "changed_files": [],
@@ -56,6 +64,10 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     m = session.manifest
     root = m.root
     from_ref = m.ref
+    unfinished = _unfinished(root)
+    if unfinished and unfinished.get("to") == to_ref == from_ref:
+        # the overlay was upgraded by a run that was killed before the worktree
+        return _apply_new_pin(session, unfinished, as_json)
     dest = target.default_target(root, to_ref)
     pre = target.preflight(session.workspace, dest, target.branch_for(to_ref), force=False)
     base = session.resolve(to_ref)
@@ -114,15 +126,16 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
         _changelog_line(from_ref, to_ref, retired, regenerated)).encode())
-    changed = tx.commit()
+    # recorded with the change itself: a run killed before the worktree is made
+    # leaves the record, and the next `upgrade --to REF` makes the worktree
+    record = {"from": from_ref, "to": to_ref, "base": base.commit}
+    tx.write(UNFINISHED, (json.dumps(record, sort_keys=True) + "\n").encode())
+    crash_point("upgrade-built")
+    changed = [p for p in tx.commit() if p != UNFINISHED]
+    crash_point("upgrade-overlay-written")
 
     # the overlay is upgraded; now show it applied on REF
-    fresh_manifest = load(root)
-    fresh = Session(fresh_manifest, session.cache, session.url, session.offline)
-    final = fresh.build(base)
-    out = workflow.finish(fresh, final, pre, "upgrade", {"to": to_ref, "from": from_ref})
-    errors = [f for f in out.findings if f.severity == "error"]
-    code = FINDINGS if errors or not final.ok else OK
+    final, out, code = _finish_worktree(session, record, pre)
     result = {
         "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
         "units": [{**r.to_json(), "status": statuses[r.unit.name],
@@ -140,6 +153,49 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     click.echo("")
     click.echo(f"upgraded {from_ref} -> {to_ref} ({base.commit[:12]}); "
                f"changed: {', '.join(changed) or 'nothing'}")
+    click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
+    return code
+
+
+def _unfinished(root) -> dict | None:
+    """The record of an upgrade whose overlay was written but whose worktree was not."""
+    path = root / UNFINISHED
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("to"), str) else None
+
+
+def _finish_worktree(session: Session, record: dict, pre: target.Preflight):
+    """Apply the upgraded overlay to the new ref's worktree, then drop the record."""
+    root = session.manifest.root
+    fresh = Session(load(root), session.cache, session.url, session.offline)
+    final = fresh.build(Resolved(record["to"], record["base"], None))
+    out = workflow.finish(fresh, final, pre, "upgrade",
+                          {"to": record["to"], "from": record.get("from")})
+    (root / UNFINISHED).unlink(missing_ok=True)
+    errors = [f for f in out.findings if f.severity == "error"]
+    return final, out, FINDINGS if errors or not final.ok else OK
+
+
+def _apply_new_pin(session: Session, record: dict, as_json: bool) -> int:
+    """Finish an upgrade a killed run left with the overlay written, worktree not made."""
+    to_ref = record["to"]
+    dest = target.default_target(session.manifest.root, to_ref)
+    pre = target.preflight(session.workspace, dest, target.branch_for(to_ref), force=False)
+    final, out, code = _finish_worktree(session, record, pre)
+    if as_json:
+        report.emit_json({"from": record.get("from"), "to": to_ref, "base": record["base"],
+                          "resumed": True, "changed_files": [], **out.to_json(),
+                          "exit_code": code})
+        return code
+    for f in out.findings:
+        click.echo(f.text())
+    click.echo(f"finished the interrupted upgrade {record.get('from')} -> {to_ref}: the "
+               f"overlay was already upgraded")
     click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
     return code
 
