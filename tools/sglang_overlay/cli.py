@@ -245,6 +245,16 @@ def pr(opts: Options, **kwargs) -> int:
     return cmd.run(opts, **kwargs)
 
 
+@cli.command()
+@json_option
+@pass_options
+def gc(opts: Options, **kwargs) -> int:
+    """Remove what killed runs left in the cache (scratch, temporary worktrees)."""
+    from .commands import gc as cmd
+
+    return cmd.run(opts, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="overlay", standalone_mode=False)

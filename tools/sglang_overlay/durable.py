@@ -80,13 +80,15 @@ POINTS: dict[str, tuple[str, str]] = {
     "capture-read": (
         "capture", "nothing written; the next run captures"),
     "init-skeleton": (
-        "init", "overlay/, patches/, .gitignore and git are there, overlay.toml (written "
-        "last) not yet; the next init finishes"),
+        "init", "the new overlay is complete but for overlay.toml in a hidden directory "
+        "beside DIR (in an existing directory: everything but overlay.toml, written "
+        "last); the next init removes it and starts again"),
     "build-exported": (
         "build", "the tree is exported to scratch space in the cache; nothing in dist/; "
         "the next run removes the scratch directory"),
     "build-wheel-copying": (
-        "build", "the wheel is a hidden part file in dist/; the next run removes it"),
+        "build", "the wheel is a part file in .overlay/ (beside --out DIR elsewhere), "
+        "dist/ untouched; the next run removes it"),
     "pr-branch-written": (
         "pr", "the branch pr/<unit> is written, pr/<unit>/ and overlay.toml not yet; the "
         "next run writes them"),
@@ -143,9 +145,11 @@ def write_json(path: Path, data) -> None:
     write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def copy_file(src: Path, dest: Path, point: str | None = None) -> None:
-    """Copy src over dest atomically (a hidden part file beside dest, then a rename)."""
-    part = dest.with_name(f".{dest.name}{PART}{os.getpid()}")
+def copy_file(src: Path, dest: Path, point: str | None = None,
+              part_dir: Path | None = None) -> None:
+    """Copy src over dest atomically: a part file (beside dest, or in part_dir on
+    the same file system), then a rename."""
+    part = (part_dir or dest.parent) / f".{dest.name}{PART}{os.getpid()}"
     try:
         shutil.copyfile(src, part)
         with open(part, "rb+") as fh:

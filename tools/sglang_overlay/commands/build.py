@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from .. import durable, report, wheels
+from .. import durable, report, state, wheels
 from ..durable import PART, crash_point
 from ..engine import progress
 from ..errors import BadInput, Findings
@@ -53,7 +53,14 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     overlay_hash = manifest.content_hash(build.base)
     changes = wheels.changed_paths(git, build.base, build.head)
 
-    durable.sweep_dir(out_dir, PART)  # wheels a killed build left half-copied
+    # the wheel is copied to a part file in .overlay/ when it goes into the overlay
+    # (dist/), so a killed build leaves nothing there; the next build sweeps it
+    part_dir = None
+    if out_dir.resolve().is_relative_to(manifest.root.resolve()):
+        part_dir = manifest.root / state.STATE_DIR
+    for d in (out_dir, part_dir):
+        if d is not None:
+            durable.sweep_dir(d, PART)
     with durable.scratch(session.cache.root, "build") as tmp:
         progress(f"exporting python/ of {build.head[:12]} ...")
         session.export(build.head, tmp / "src", ("python",))
@@ -123,7 +130,9 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / final.name
-        durable.copy_file(final, dest, point="build-wheel-copying")
+        if part_dir is not None:
+            state.state_dir(manifest.root)
+        durable.copy_file(final, dest, point="build-wheel-copying", part_dir=part_dir)
 
     digest = wheels.sha256_file(dest)
     units = [{"name": r.unit.name, "kind": r.unit.kind, "status": r.status}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import click
@@ -26,6 +28,7 @@ ref = "{ref}"
 commit = "{commit}"
 """
 
+INIT_MARK = ".overlay-init-"
 GITIGNORE = """\
 # written by `overlay`: worktrees, wheels, reports, pull requests
 /sglang-*/
@@ -35,6 +38,17 @@ GITIGNORE = """\
 /reports/
 /pr/
 """
+
+
+def _skeleton(dest: Path) -> None:
+    for sub in ("overlay", "patches"):
+        (dest / sub).mkdir(exist_ok=True)
+        (dest / sub / ".gitkeep").touch()
+    gitignore = dest / ".gitignore"
+    if not gitignore.exists():
+        durable.write_text(gitignore, GITIGNORE)
+    if not Git(dest).result("rev-parse", "--is-inside-work-tree").ok:
+        Git(dest).run("init", "--quiet")
 
 
 def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: bool) -> int:
@@ -50,23 +64,34 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
     mirror = Cache(opts.cache_dir).mirror(url)
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 
-    dest.mkdir(parents=True, exist_ok=True)
-    hold_for_command(dest, "init")
-    if (dest / MANIFEST_NAME).exists():  # another init won the race
-        raise BadInput(f"{dest / MANIFEST_NAME} already exists",
-                       "pick another directory, or work on that overlay with -C")
-    # overlay.toml last: until it is there, a killed init is simply run again
-    for sub in ("overlay", "patches"):
-        (dest / sub).mkdir(exist_ok=True)
-        (dest / sub / ".gitkeep").touch()
-    gitignore = dest / ".gitignore"
-    if not gitignore.exists():
-        durable.write_text(gitignore, GITIGNORE)
-    if not Git(dest).result("rev-parse", "--is-inside-work-tree").ok:
-        Git(dest).run("init", "--quiet")
-    crash_point("init-skeleton")
-    durable.write_text(dest / MANIFEST_NAME,
-                       MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit))
+    manifest = MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit)
+    if dest.is_dir() and any(dest.iterdir()):
+        # an existing directory (a repository, say): overlay.toml goes in last, so
+        # until it is there a killed init is simply run again
+        hold_for_command(dest, "init")
+        if (dest / MANIFEST_NAME).exists():  # another init won the race
+            raise BadInput(f"{dest / MANIFEST_NAME} already exists",
+                           "pick another directory, or work on that overlay with -C")
+        _skeleton(dest)
+        crash_point("init-skeleton")
+        durable.write_text(dest / MANIFEST_NAME, manifest)
+    else:
+        # a new directory is made complete beside it and renamed into place
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        durable.sweep_dir(dest.parent, f".{dest.name}{INIT_MARK}")
+        work = dest.parent / f".{dest.name}{INIT_MARK}{os.getpid()}"
+        work.mkdir()
+        _skeleton(work)
+        crash_point("init-skeleton")
+        durable.write_text(work / MANIFEST_NAME, manifest)
+        try:
+            if dest.is_dir():
+                dest.rmdir()
+            os.rename(work, dest)
+        except OSError:
+            shutil.rmtree(work, ignore_errors=True)
+            raise BadInput(f"{dest} was filled by another process meanwhile",
+                           "pick another directory") from None
     click.echo(f"initialized an empty overlay in {dest}")
     click.echo(f"  upstream {stored}")
     click.echo(f"  pinned   {sglang_ref} at {resolved.commit}")
