@@ -25,7 +25,7 @@ import pytest
 
 import realcases
 from helpers import MODEL_FILE, ROOT, git, overlay, overlay_snapshot, tree_snapshot, write_overlay
-from sglang_overlay import durable, repolock
+from sglang_overlay import durable, journal, repolock
 from sglang_overlay.target import SWAPS_DIR, TMP_MARK
 from sglang_overlay.upstream import Cache, normalize_url
 
@@ -274,6 +274,10 @@ def test_kill_9_at_the_crash_point_then_the_same_command_finishes(
 
     killed = run_proc(sc.args(root, t), shared_cache, {durable.CRASH_ENV: point})
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    if (root / ".overlay" / "journal.json").exists():
+        # killed while carrying out a journal: every command, read-only ones too,
+        # first finishes it, so no command ever sees the overlay half-changed
+        assert journal.recover(root)
     crashed = tree_snapshot(sc.snapshot_of(root)) if name == "init" else overlay_snapshot(root)
     swap_pending = (ws.path / SWAPS_DIR).is_dir() and any((ws.path / SWAPS_DIR).iterdir())
     crashed_tree = None if swap_pending else worktree_state(root, sc.ref)
@@ -366,10 +370,10 @@ def test_gc_removes_what_killed_runs_left(tmp_path, templates, shared_cache):
     made = overlay("-C", root, "apply", "--no-lint", "--worktree", other, "--branch",
                    "overlay/other", cache=shared_cache)
     assert made.rc == 0, made.err
-    shutil.rmtree(other)  # a worktree deleted by hand: its entry stays in git
     killed = run_proc(["-C", root, "apply", "--no-lint"], shared_cache,
                       {durable.CRASH_ENV: "worktree-new-made"})
     assert killed.returncode == -9
+    shutil.rmtree(other)  # a worktree deleted by hand: its entry stays in git
     leftovers = [str(p) for p in root.iterdir() if TMP_MARK in p.name]
     assert len(leftovers) == 1
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -29,6 +29,7 @@ def run(opts, as_json) -> int:
         if not (path / "HEAD").exists():
             continue
         g = Git(path)
+        before = _registered(g)
         root = g.result("config", "overlay.root").out.strip()
         url = g.result("config", "overlay.url").out.strip()
         ws = cache.workspace(cache.mirror(url), Path(root)) if root and url else None
@@ -39,9 +40,8 @@ def run(opts, as_json) -> int:
                 if target.TMP_MARK in wt.name and pid and not durable.pid_alive(pid):
                     ws.remove_worktree(wt)
                     removed.append(str(wt))
-        before = _registered(g)
         g.result("worktree", "prune")
-        pruned += sorted(before - _registered(g))
+        pruned += sorted(before - _registered(g) - set(removed) - set(finished))
     if as_json:
         report.emit_json({"cache": str(cache.root), "removed": removed,
                           "finished_swaps": finished, "pruned_worktrees": pruned,
