@@ -92,11 +92,12 @@ def resolve_clamp(res: Path) -> None:
     text = path.read_text()
     start = text.index("<<<<<<< ")
     end = text.index("\n", text.index(">>>>>>> ")) + 1
-    path.write_text(text[:start] +
-                    "    num_local_gpu_physical_experts = max(1, num_physical_experts // num_gpus)\n"
-                    "    num_gpus_per_node = server_args.ep_size // server_args.nnodes\n"
-                    "    num_local_node_physical_experts = num_local_gpu_physical_experts * "
-                    "num_gpus_per_node\n" + text[end:])
+    path.write_text(
+        text[:start]
+        + "    num_local_gpu_physical_experts = max(1, num_physical_experts // num_gpus)\n"
+        "    num_gpus_per_node = server_args.ep_size // server_args.nnodes\n"
+        "    num_local_node_physical_experts = num_local_gpu_physical_experts * "
+        "num_gpus_per_node\n" + text[end:])
 
 
 # --- scenarios: one writing verb each ---------------------------------------------------
@@ -154,7 +155,8 @@ def refreshed(root, t):
 
 
 def continued(root, t):
-    assert b"max(1, num_physical_experts // num_gpus)" in (root / "patches/clamp.patch").read_bytes()
+    clamp = (root / "patches/clamp.patch").read_bytes()
+    assert b"max(1, num_physical_experts // num_gpus)" in clamp
     assert not (root / "sglang-v0.5.3-conflict").exists()
     assert not (root / ".overlay" / "state.json").exists()
 
@@ -220,8 +222,10 @@ CASES = [(name, point) for name, sc in SCENARIOS.items() for point in sc.points]
 FINAL: dict[str, tuple] = {}  # scenario -> (overlay snapshot, worktree tree) when finished
 
 
-def test_every_crash_point_is_tested():
+def test_every_crash_point_is_tested_and_in_the_readme():
     assert {p for _, p in CASES} == set(durable.POINTS)
+    readme = (ROOT / "README.md").read_text()
+    assert [p for p in durable.POINTS if f"| `{p}` |" not in readme] == []
 
 
 def workspace_of(root: Path, upstream: Path, cache: Path):

@@ -33,32 +33,35 @@ SCRATCH_DIR = "tmp"
 PART = ".part-"  # marks a file being copied into place (copy_file)
 _PID_NAME = re.compile(r"-(\d+)-[^-]*$|-(\d+)$")
 
-# name -> (verb, what a kill there leaves and what the next run does)
+_WT = "apply, upgrade, refresh --continue"  # the verbs that make or swap a worktree
+_TX = "upgrade, refresh, capture, pr"  # the verbs that write through the journal
+
+# name -> (verbs, what a kill there leaves and what the next run does)
 POINTS: dict[str, tuple[str, str]] = {
     "worktree-new-made": (
-        "apply, upgrade, refresh", "the new worktree is complete in a temporary directory "
+        _WT, "the new worktree is complete in a temporary directory "
         "beside the target, which is untouched; the next run removes the temporary one"),
     "worktree-swap-recorded": (
-        "apply, upgrade, refresh", "the swap is recorded in the cache, nothing renamed yet; "
+        _WT, "the swap is recorded in the cache, nothing renamed yet; "
         "the next command touching the worktree rolls the swap forward"),
     "worktree-old-aside": (
-        "apply, upgrade, refresh", "the old worktree is set aside and the target is absent; "
+        _WT, "the old worktree is set aside and the target is absent; "
         "the swap record rolls it forward (the new worktree goes in)"),
     "worktree-new-in": (
-        "apply, upgrade, refresh", "the new worktree is in place, its branch not moved yet; "
+        _WT, "the new worktree is in place, its branch not moved yet; "
         "rolled forward"),
     "worktree-branch-moved": (
-        "apply, upgrade, refresh", "worktree and branch are new, the old worktree is still "
+        _WT, "worktree and branch are new, the old worktree is still "
         "aside; rolled forward (it is removed)"),
     "worktree-created-detached": (
-        "apply, upgrade", "a first worktree is in place with a detached HEAD; rolled "
+        _WT, "a first worktree is in place with a detached HEAD; rolled "
         "forward (HEAD on its branch)"),
     "journal-written": (
-        "upgrade, refresh, capture, pr", "every change is staged and the journal written, "
-        "nothing carried out; the next run carries it out (the overlay ends up new)"),
+        _TX, "every change is staged and the journal written, nothing carried out; the "
+        "first command of any kind carries it out (the overlay ends up new)"),
     "journal-half-carried": (
-        "upgrade, refresh, capture, pr", "the first change is carried out; the next run "
-        "finishes the journal"),
+        _TX, "the first change is carried out; the first command of any kind (read-only "
+        "ones too) finishes the journal before it reads the overlay"),
     "upgrade-built": (
         "upgrade", "nothing written; the overlay is as before, the next run upgrades"),
     "upgrade-overlay-written": (
