@@ -7,8 +7,8 @@ capture, build, pr, init) holds an exclusive ``flock`` on
 up to ``SGLANG_OVERLAY_LOCK_TIMEOUT`` seconds (default 600) and then exits 2
 naming the holder. Read-only verbs (lint, check) never wait. The kernel
 releases a flock when its process dies, so ``kill -9`` leaves no stale lock.
-A lock this run created in a repository without ``.overlay/`` is removed
-again at the end, so a run that wrote nothing leaves nothing behind.
+A run that fails (bad input: nothing written) removes the ``.overlay/`` it
+made for the lock, so it leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -118,19 +118,18 @@ class RepoLock:
         os.replace(tmp, self.dir / PID_NAME)
         return True
 
-    def release(self) -> None:
+    def release(self, failed: bool = False) -> None:
         if self.fd is None:
             return
         with contextlib.suppress(FileNotFoundError):
             (self.dir / PID_NAME).unlink()
-        # still holding it: remove the lock file, and .overlay/ if this run made it
-        # and nothing else went in (waiters notice the file is gone and retry)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        if self.created_dir:
+        if failed and self.created_dir:
+            # a run that wrote nothing leaves nothing: still holding the lock, remove
+            # the .overlay/ it made (waiters notice their file is gone and retry)
             left = {p.name for p in self.dir.iterdir()} if self.dir.is_dir() else set()
-            if left <= {".gitignore"}:
+            if left <= {".gitignore", LOCK_NAME}:
                 with contextlib.suppress(OSError):
+                    self.path.unlink()
                     (self.dir / ".gitignore").unlink()
                     self.dir.rmdir()
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -148,11 +147,15 @@ def hold(root: Path, verb: str):
     lock = RepoLock(root, verb)
     lock.acquire()
     _held[key] = lock
+    failed = True
     try:
         yield lock
+        # closed by a command context that is unwinding an error (click closes its
+        # resources without passing the exception on): that run failed too
+        failed = sys.exc_info()[0] is not None
     finally:
         _held.pop(key, None)
-        lock.release()
+        lock.release(failed)
 
 
 def is_held(root: Path) -> bool:
