@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -200,13 +201,24 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())[:40] or "host"
+
+
 def sweep_dir(directory: Path, marker: str = "") -> list[Path]:
-    """Remove entries of directory (whose names contain marker) that a dead process left."""
+    """Remove entries of directory (whose names contain marker) that a dead process left.
+
+    A name tagged with another machine's host name (``.on_<host>``: a cache
+    shared between machines or containers) is left alone: its pid means
+    nothing here."""
     removed = []
     if not directory.is_dir():
         return removed
+    here = f".on_{_host()}-"
     for entry in sorted(directory.iterdir()):
         if marker and marker not in entry.name:
+            continue
+        if ".on_" in entry.name and here not in entry.name:
             continue
         pid = pid_of(entry.name)
         if pid is None or pid_alive(pid):
@@ -230,7 +242,7 @@ def scratch(cache_root: Path, what: str) -> Iterator[Path]:
     """A temporary directory in the cache's scratch space, removed afterwards."""
     root = scratch_root(cache_root)
     root.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{what}-{os.getpid()}-", dir=root))
+    path = Path(tempfile.mkdtemp(prefix=f"{what}.on_{_host()}-{os.getpid()}-", dir=root))
     try:
         yield path
     finally:

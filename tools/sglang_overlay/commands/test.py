@@ -35,7 +35,7 @@ from pathlib import Path
 
 import click
 
-from .. import report, suite as suite_mod, target
+from .. import durable, repolock, report, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
@@ -303,12 +303,12 @@ def _link(path: str) -> str:
 
 def _write_reports(root: Path, name: str, data: dict) -> dict[str, Path]:
     reports = root / REPORTS_DIR
-    reports.mkdir(parents=True, exist_ok=True)
     paths = {"json": reports / f"{name}.json", "markdown": reports / f"{name}.md",
              "latest": reports / "latest.json"}
     text = json.dumps(data, indent=2) + "\n"
-    for key, content in (("json", text), ("markdown", markdown(data)), ("latest", text)):
-        tmp = paths[key].with_name(f".{paths[key].name}.tmp-{os.getpid()}")
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, paths[key])
+    # a long suite run does not hold the repository's lock; writing its reports does
+    with repolock.hold(root, "test"):
+        reports.mkdir(parents=True, exist_ok=True)
+        for key, content in (("json", text), ("markdown", markdown(data)), ("latest", text)):
+            durable.write_text(paths[key], content)
     return paths
