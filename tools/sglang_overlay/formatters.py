@@ -23,6 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from . import durable
 from .errors import BadInput
 
 PRE_COMMIT_CONFIG = ".pre-commit-config.yaml"
@@ -97,7 +98,9 @@ class ToolEnv:
             if self.path.exists():  # a killed run's leftovers
                 shutil.rmtree(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".new-{self.pins.key}-", dir=self.path.parent))
+            durable.sweep_dir(self.path.parent, ".new-")  # killed runs' half-made ones
+            tmp = Path(tempfile.mkdtemp(prefix=f".new-{self.pins.key}-{os.getpid()}-",
+                                        dir=self.path.parent))
             try:
                 self._create(tmp)
                 os.rename(tmp, self.path)

@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import git as gitpython
 from filelock import FileLock
 
+from . import durable
 from .errors import BadInput
 from .gitutil import Git, clear_stale_lock
 
@@ -126,7 +127,8 @@ class Mirror:
                 self.git = Git(self.path)
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
+            durable.sweep_dir(self.path.parent, ".new-")  # killed runs' half-made ones
+            tmp = Path(tempfile.mkdtemp(prefix=f".new-{os.getpid()}-", dir=self.path.parent))
             g = Git(tmp)
             g.run("init", "--quiet", "--bare", str(tmp))
             g.run("config", "remote.origin.url", self.url)
@@ -322,28 +324,28 @@ class Mirror:
         deeper until they meet, so the mirror's shallow boundaries (a release
         fetched at depth 1) never hide the common ancestor.
         """
-        scratch = Path(tempfile.mkdtemp(prefix="merge-base-", dir=self.path.parent))
-        try:
-            g = Git(scratch)
-            g.run("init", "--quiet", "--bare", str(scratch))
-            specs = [f"+{r.refname}:refs/mb/{i}" if r.refname else r.commit
-                     for i, r in enumerate((a, b))]
-            depth = 64
-            while depth <= limit:
-                repo = gitpython.Repo(str(scratch))
-                try:
-                    repo.git.fetch(self.url, "--no-tags", f"--depth={depth}", *specs)
-                except gitpython.GitCommandError:
-                    return None
-                finally:
-                    repo.close()
-                found = g.result("merge-base", a.commit, b.commit)
-                if found.ok:
-                    return found.out.strip()
-                depth *= 4
-            return None
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        with durable.scratch(self.path.parents[1], "merge-base") as scratch:
+            return self._merge_base(scratch, a, b, limit)
+
+    def _merge_base(self, scratch: Path, a: Resolved, b: Resolved, limit: int) -> str | None:
+        g = Git(scratch)
+        g.run("init", "--quiet", "--bare", str(scratch))
+        specs = [f"+{r.refname}:refs/mb/{i}" if r.refname else r.commit
+                 for i, r in enumerate((a, b))]
+        depth = 64
+        while depth <= limit:
+            repo = gitpython.Repo(str(scratch))
+            try:
+                repo.git.fetch(self.url, "--no-tags", f"--depth={depth}", *specs)
+            except gitpython.GitCommandError:
+                return None
+            finally:
+                repo.close()
+            found = g.result("merge-base", a.commit, b.commit)
+            if found.ok:
+                return found.out.strip()
+            depth *= 4
+        return None
 
     def ensure_commit(self, sha: str, label: str) -> bool:
         """Fetch a commit (depth 1) if missing; False when upstream cannot give it."""
@@ -390,7 +392,8 @@ class Workspace:
             if (self.path / "HEAD").exists():
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
+            durable.sweep_dir(self.path.parent, ".new-")  # killed runs' half-made ones
+            tmp = Path(tempfile.mkdtemp(prefix=f".new-{os.getpid()}-", dir=self.path.parent))
             g = Git(tmp)
             g.run("init", "--quiet", "--bare", str(tmp))
             g.run("config", "gc.auto", "0")
