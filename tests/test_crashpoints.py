@@ -57,18 +57,20 @@ def templates(tmp_path_factory, upstream):
              "patches/allocator-fix.patch": realcases.upstreamed_patch(upstream)}
     lock = f'commit = "{v051}"\n'
 
-    def make(name, units, files):
+    def make(name, units, files, locked=True):
         root = write_overlay(base / name, upstream, units, files, commit=False)
         text = (root / "overlay.toml").read_text()
-        (root / "overlay.toml").write_text(text.replace('ref = "v0.5.1"\n',
-                                                        'ref = "v0.5.1"\n' + lock, 1))
+        if locked:
+            text = text.replace('ref = "v0.5.1"\n', 'ref = "v0.5.1"\n' + lock, 1)
+        (root / "overlay.toml").write_text(text)
         (root / ".gitignore").write_text("/sglang-*/\n/.sglang-*/\n/.overlay/\n")
         git(root, "init", "-q")
         git(root, "add", "-A")
         git(root, "commit", "-qm", "overlay")
         return root
 
-    out = {"base": make("base", units, files), "empty": make("empty", [], {})}
+    out = {"base": make("base", units, files), "empty": make("empty", [], {}),
+           "unlocked": make("unlocked", units, files, locked=False)}
     clamp = {"name": "clamp", "kind": "patch", "description": "Clamp experts per GPU",
              "patch": "patches/clamp.patch"}
     out["conflict"] = make("conflict", units + [clamp],
@@ -193,6 +195,8 @@ WORKTREE_SWAP = ["worktree-new-made", "worktree-swap-recorded", "worktree-old-as
 SCENARIOS = {
     "apply-new": Scenario("base", lambda r, t: ["-C", r, "apply", "--no-lint"], ref="v0.5.1",
                           points=WORKTREE_NEW),
+    "apply-unlocked": Scenario("unlocked", lambda r, t: ["-C", r, "apply", "--no-lint"],
+                               ref="v0.5.1", points=["apply-lock-written"]),
     "apply-existing": Scenario("base", lambda r, t: ["-C", r, "apply", "--no-lint"],
                                applied_then_changed, ref="v0.5.1", points=WORKTREE_SWAP),
     "upgrade": Scenario("base", lambda r, t: ["-C", r, "upgrade", "--to", "v0.5.3", "--yes"],

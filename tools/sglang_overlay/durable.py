@@ -39,6 +39,9 @@ _TX = "upgrade, refresh, capture, pr"  # the verbs that write through the journa
 
 # name -> (verbs, what a kill there leaves and what the next run does)
 POINTS: dict[str, tuple[str, str]] = {
+    "apply-lock-written": (
+        "apply", "overlay.toml has the lock of the pinned ref (one atomic write), nothing "
+        "else changed; the next run applies"),
     "worktree-new-made": (
         _WT, "the new worktree is complete in a temporary directory "
         "beside the target, which is untouched; the next run removes the temporary one"),

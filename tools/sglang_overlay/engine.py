@@ -159,6 +159,7 @@ class Session:
         if m.commit is None or update_lock:
             if m.commit != remote.commit:
                 manifest_mod.write_lock(m.root, ref, remote.commit)
+                durable.crash_point("apply-lock-written")
                 m.commit = remote.commit
                 return remote, LockReport("locked", remote.commit, remote.commit,
                                           f"locked {ref} at {remote.commit}")
