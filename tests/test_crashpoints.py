@@ -114,6 +114,7 @@ class Scenario:
     snapshot_of: Callable[[Path], Path] = lambda root: root
     check: Callable[[Path, dict], None] = lambda root, t: None
     points: list[str] = field(default_factory=list)
+    rc: int = 0  # what the command exits with when it finishes
 
 
 def applied(root, t, cache):
@@ -154,6 +155,12 @@ def refreshed(root, t):
     text = (root / "overlay.toml").read_text()
     assert text.count('name = "add-a-notes-module') == 1  # never a second, -2 unit
     assert (root / "overlay" / NOTE).read_text() == "NOTE = 1\n"
+
+
+def stopped(root, t):
+    assert "<<<<<<<" in (root / "sglang-v0.5.3-conflict" / realcases.EXPERT_LOCATION).read_text()
+    assert (root / ".overlay" / "state.json").is_file()
+    assert not (root / "sglang-v0.5.3").exists()
 
 
 def continued(root, t):
@@ -197,6 +204,9 @@ SCENARIOS = {
                           points=WORKTREE_NEW),
     "apply-unlocked": Scenario("unlocked", lambda r, t: ["-C", r, "apply", "--no-lint"],
                                ref="v0.5.1", points=["apply-lock-written"]),
+    "apply-conflict": Scenario("conflict", lambda r, t: ["-C", r, "apply", "--no-lint",
+                                                         "--sglang-ref", "v0.5.3"],
+                               check=stopped, rc=1, points=["conflict-worktree-made"]),
     "apply-existing": Scenario("base", lambda r, t: ["-C", r, "apply", "--no-lint"],
                                applied_then_changed, ref="v0.5.1", points=WORKTREE_SWAP),
     "upgrade": Scenario("base", lambda r, t: ["-C", r, "upgrade", "--to", "v0.5.3", "--yes"],
@@ -291,7 +301,7 @@ def test_kill_9_at_the_crash_point_then_the_same_command_finishes(
     crashed_tree = None if swap_pending else worktree_state(root, sc.ref)
 
     again = overlay(*sc.args(root, t), cache=shared_cache)
-    assert again.rc == 0, again.out + again.err
+    assert again.rc == sc.rc, again.out + again.err
     after = tree_snapshot(sc.snapshot_of(root)) if name == "init" else overlay_snapshot(root)
     new_tree = worktree_state(root, sc.ref)
     assert crashed in (before, after)  # never half-changed

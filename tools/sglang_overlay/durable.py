@@ -60,6 +60,10 @@ POINTS: dict[str, tuple[str, str]] = {
     "worktree-created-detached": (
         _WT, "a first worktree is in place with a detached HEAD; rolled "
         "forward (HEAD on its branch)"),
+    "conflict-worktree-made": (
+        "apply, upgrade", "the resolution worktree with the conflict markers is there, the "
+        "state naming it not yet; the next run replaces it and stops on the conflict "
+        "again (exit 1), with the state"),
     "journal-written": (
         _TX, "every change is staged and the journal written, nothing carried out; the "
         "first command of any kind carries it out (the overlay ends up new)"),

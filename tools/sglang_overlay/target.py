@@ -328,9 +328,17 @@ def recover_swaps(ws: Workspace) -> list[Path]:
     return done
 
 
-def prepare_resolution(ws: Workspace, target: Path, force: bool) -> Path:
-    """Check the resolution worktree's place is free (or freeable)."""
+def prepare_resolution(ws: Workspace, target: Path, force: bool,
+                       recorded: bool = True) -> Path:
+    """Check the resolution worktree's place is free (or freeable).
+
+    recorded: whether a state file names an unfinished operation. Without one,
+    a resolution worktree is what a run killed before it wrote the state left:
+    it is replaced (its changes, if any, saved to a backup ref first).
+    """
     path = resolution_path(target)
+    if path.exists() and not recorded and ws.owns(path) and not ws.orphaned(path):
+        return path  # leave_resolution replaces it
     if path.exists():
         if not ws.owns(path):
             raise BadInput(f"{path} exists and is not a resolution worktree of this overlay",
@@ -365,4 +373,5 @@ def leave_resolution(ws: Workspace, target: Path, commit: str, patch: Path | Non
         if patch is not None:
             Git(new).result("apply", "--3way", str(patch))
         ws.move_worktree(new, path)
+    crash_point("conflict-worktree-made")
     return path

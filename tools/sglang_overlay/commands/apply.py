@@ -27,7 +27,7 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
         )
     dest = opts.path(worktree) if worktree else target.default_target(manifest.root, ref)
     pre = target.preflight(session.workspace, dest, branch or target.branch_for(ref), force)
-    target.prepare_resolution(session.workspace, dest, force)
+    target.prepare_resolution(session.workspace, dest, force, recorded=pending is not None)
     if pending and force:
         workflow.drop_resolution(session, pending)
 
