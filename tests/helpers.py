@@ -161,6 +161,13 @@ def overlay_snapshot(root: Path) -> dict:
             if not k.startswith(("sglang-", ".sglang-", ".overlay/"))}
 
 
+def manifest_units(root: Path) -> dict:
+    """The manifest's units by name, parsed (not grepped)."""
+    import tomllib
+
+    return {u["name"]: u for u in tomllib.loads((root / "overlay.toml").read_text())["unit"]}
+
+
 def unit_commit(wt, name):
     return git(wt, "log", "--format=%H", f"--grep=Overlay-Unit: {name}", "-1")
 
