@@ -127,9 +127,13 @@ class Git:
 def clear_stale_lock(stderr: str) -> bool:
     """Remove a git lock file that a killed git process left behind.
 
-    git refuses to run when its lock file exists. A live git holds one for
-    milliseconds; one that stays unchanged for STALE_AFTER seconds belongs
-    to a process that died (kill -9). True when the caller should retry.
+    git refuses to run when its lock file exists. The lock is left alone while
+    a process has it open (git holds it open while it writes; on Linux, where
+    /proc tells); else it is stale once it has stayed unchanged for
+    STALE_AFTER seconds: a ref lock is closed just before git renames it into
+    place, a window of microseconds, and a git that is still working changes
+    or removes it meanwhile. True when the caller should retry; False when the
+    caller must give up (not a lock error, or a live process holds the lock).
     """
     m = LOCK_EXISTS.search(stderr or "")
     if not m:
@@ -139,6 +143,8 @@ def clear_stale_lock(stderr: str) -> bool:
         before = lock.stat()
     except FileNotFoundError:
         return True  # released meanwhile: retry
+    if held_open(lock):
+        return False
     deadline = time.monotonic() + STALE_AFTER
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -149,9 +155,32 @@ def clear_stale_lock(stderr: str) -> bool:
         if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
             before = now  # somebody is working: wait for them
             deadline = time.monotonic() + STALE_AFTER
+    if held_open(lock):
+        return False
     try:
         lock.unlink()
     except FileNotFoundError:
         pass
     return True
 
+
+def held_open(path: Path) -> bool:
+    """Whether any process has path open (Linux /proc; False where it cannot tell)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return False
+    target = os.path.realpath(path)
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(proc / pid / "fd" / fd) == target:
+                    return True
+            except OSError:
+                continue
+    return False

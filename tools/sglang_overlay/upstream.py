@@ -52,19 +52,24 @@ def _slug(text: str, extra: str = "") -> str:
     return f"{name}-{digest}"
 
 
-def normalize_url(url_or_path: str, base: Path | None = None) -> str:
-    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs."""
+def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool = True) -> str:
+    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs.
+
+    must_exist=False (offline: only the cache is read) accepts a local path
+    that is gone; the cache keeps its mirror under the same URL.
+    """
     if re.match(r"^[a-z][a-z0-9+.-]*://", url_or_path) or re.match(
         r"^[\w.-]+@[\w.-]+:", url_or_path
     ):
-        if url_or_path.startswith("file://"):
+        if url_or_path.startswith("file://") and must_exist:
             _require_local_repo(Path(url_or_path[len("file://"):]), url_or_path)
         return url_or_path
     path = Path(url_or_path).expanduser()
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     path = path.resolve()
-    _require_local_repo(path, url_or_path)
+    if must_exist:
+        _require_local_repo(path, url_or_path)
     return "file://" + str(path)
 
 

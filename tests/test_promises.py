@@ -1,0 +1,246 @@
+"""One test per README promise no other test file holds to: each fails when the
+behaviour the README describes breaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from helpers import (MODEL_FILE, ROOT, git, manifest_units, overlay, overlay_snapshot,
+                     tree_snapshot, write_overlay)
+
+MODEL = "python/sglang/srt/models/my_llama.py"
+OPT = "python/sglang/srt/models/opt.py"
+
+
+def model_unit() -> list[dict]:
+    return [{"name": "my-model", "kind": "files", "description": "My model\n\nFor tests.",
+             "files": [MODEL]}]
+
+
+def small_overlay(root: Path, upstream, **kw) -> Path:
+    return write_overlay(root, upstream, model_unit(), {f"overlay/{MODEL}": MODEL_FILE}, **kw)
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("overlay: ") and "(fix: " in lines[0], err
+    return lines[0]
+
+
+# --- the cache -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["SGLANG_OVERLAY_CACHE", "XDG_CACHE_HOME"])
+def test_cache_location_follows_the_environment(variable, tmp_path, upstream, monkeypatch):
+    root = small_overlay(tmp_path / "ov", upstream)
+    monkeypatch.delenv("SGLANG_OVERLAY_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # not the default either
+    monkeypatch.setenv(variable, str(tmp_path / "env"))
+    r = overlay("-C", root, "lint", "--json")  # no --cache-dir
+    assert r.rc == 0, r.err
+    cache = tmp_path / "env" / ("sglang-overlay" if variable == "XDG_CACHE_HOME" else "")
+    assert [p.suffix for p in (cache / "mirrors").iterdir() if p.is_dir()] == [".git"]
+    assert not (tmp_path / "home").exists()
+
+
+# --- lint --------------------------------------------------------------------------------
+
+
+def test_syntax_error_rule(tmp_path, upstream, shared_cache):
+    broken = MODEL_FILE.replace("class MyLlamaForCausalLM(LlamaForCausalLM):",
+                                "class MyLlamaForCausalLM(LlamaForCausalLM)")
+    line = broken.splitlines().index("class MyLlamaForCausalLM(LlamaForCausalLM)") + 1
+    root = write_overlay(tmp_path / "ov", upstream, model_unit(), {f"overlay/{MODEL}": broken})
+    r = overlay("-C", root, "lint", "--json", cache=shared_cache)
+    assert r.rc == 1, r.err
+    found = [(f["rule"], f["path"], f["line"]) for f in r.json["findings"]]
+    assert ("syntax-error", f"overlay/{MODEL}", line) in found
+
+
+def test_lint_offline_needs_only_the_cache(tmp_path, upstream):
+    """--offline works from the cache alone, even when the upstream is gone."""
+    up = tmp_path / "up.git"
+    git(tmp_path, "clone", "-q", "--bare", "--no-local", "--depth", "1", "--branch", "v0.5.1",
+        f"file://{upstream}", str(up))
+    root = small_overlay(tmp_path / "ov", up)
+    cache = tmp_path / "cache"
+    assert overlay("-C", root, "lint", cache=cache).rc == 0
+    shutil.rmtree(up)
+    r = overlay("-C", root, "lint", "--offline", "--json", cache=cache)
+    assert r.rc == 0, r.err
+    assert r.json["findings"] == []
+    # and without --offline the missing upstream is the error
+    assert overlay("-C", root, "lint", cache=cache).rc == 2
+
+
+# --- check -------------------------------------------------------------------------------
+
+
+def test_check_defaults_to_the_pin_and_the_newest_release(tmp_path, upstream, shared_cache):
+    root = small_overlay(tmp_path / "ov", upstream)
+    r = overlay("-C", root, "check", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert [c["ref"] for c in r.json["refs"]] == ["v0.5.1", "v0.5.23"]
+
+
+# --- git locks, the journal, internal errors ----------------------------------------------
+
+
+def test_a_stale_git_lock_is_cleared(tmp_path, upstream):
+    root = small_overlay(tmp_path / "ov", upstream)
+    cache = tmp_path / "cache"
+    assert overlay("-C", root, "apply", "--no-lint", cache=cache).rc == 0
+    (mirror,) = (cache / "mirrors").glob("*.git")
+    stale = mirror / "shallow.lock"  # as a fetch killed with -9 leaves it
+    stale.write_text("")
+    r = overlay("-C", root, "apply", "--no-lint", "--sglang-ref", "v0.5.2", "--json",
+                cache=cache)
+    assert r.rc == 0, r.err
+    assert not stale.exists()
+
+
+def test_a_git_lock_a_process_holds_is_left_alone(tmp_path):
+    from sglang_overlay.gitutil import clear_stale_lock
+
+    lock = tmp_path / "index.lock"
+    message = f"fatal: Unable to create '{lock}': File exists."
+    with open(lock, "w"):  # this process is the git that holds it
+        assert clear_stale_lock(message) is False
+        assert lock.exists()
+    assert clear_stale_lock(message) is True  # nobody holds it any more
+    assert not lock.exists()
+
+
+def test_an_interrupted_transaction_is_finished_by_the_next_command(tmp_path, upstream,
+                                                                    shared_cache,
+                                                                    monkeypatch):
+    from sglang_overlay import journal
+
+    root = small_overlay(tmp_path / "ov", upstream)
+    (root / "patches").mkdir()
+    (root / "patches" / "old.patch").write_text("old\n")
+    tx = journal.Transaction(root)
+    tx.write("CHANGELOG.md", b"new changelog\n")
+    tx.write(f"overlay/{MODEL}", MODEL_FILE.encode() + b"# changed\n")
+    tx.delete("patches/old.patch")
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args):
+        raise Killed  # the process dies right after the journal is written
+
+    with monkeypatch.context() as m:
+        m.setattr(journal, "_carry_out", die)
+        with pytest.raises(Killed):
+            tx.commit()
+    assert not (root / "CHANGELOG.md").exists()  # half-way: nothing carried out yet
+    r = overlay("-C", root, "lint", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert (root / "CHANGELOG.md").read_bytes() == b"new changelog\n"
+    assert (root / "overlay" / MODEL).read_text() == MODEL_FILE + "# changed\n"
+    assert not (root / "patches" / "old.patch").exists()
+    assert not (root / ".overlay" / "journal.json").exists()
+
+
+def test_an_internal_error_exits_4_with_the_traceback(tmp_path, upstream, monkeypatch):
+    from sglang_overlay.commands import lint as lint_cmd
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.setattr(lint_cmd, "run", bug)
+    r = overlay("-C", small_overlay(tmp_path / "ov", upstream), "lint")
+    assert r.rc == 4
+    assert r.err.startswith("Traceback (most recent call last):")
+    assert "ZeroDivisionError: planted bug" in r.err
+    assert r.err.strip().splitlines()[-1].startswith("overlay: internal error (this is a bug")
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def test_verify_exits_2_when_the_interpreter_cannot_be_inspected(tmp_path, upstream):
+    root = small_overlay(tmp_path / "ov", upstream)
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    for python in (tmp_path / "no-python", fake):
+        r = overlay("-C", root, "verify", "--python", python)
+        assert r.rc == 2, r.out + r.err
+        assert "--python" in one_line(r.err) and r.out == ""
+
+
+# --- init --------------------------------------------------------------------------------
+
+
+def test_init_writes_gitignore_and_runs_git_init(tmp_path, upstream, shared_cache):
+    dest = tmp_path / "new"
+    r = overlay("init", dest, "--upstream", upstream, "--sglang-ref", "v0.5.1",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert git(dest, "rev-parse", "--show-toplevel") == str(dest)
+    ignored = (dest / ".gitignore").read_text().splitlines()
+    for pattern in ("/sglang-*/", "/.sglang-*/", "/.overlay/", "/dist/", "/reports/", "/pr/"):
+        assert pattern in ignored
+    manifest = tomllib.loads((dest / "overlay.toml").read_text())
+    assert manifest["upstream"] == {"url": str(upstream), "ref": "v0.5.1",
+                                    "commit": git(upstream, "rev-parse", "v0.5.1^{commit}")}
+    # what apply writes is ignored, so the overlay stays clean
+    assert overlay("-C", dest, "apply", "--no-lint", cache=shared_cache).rc == 0
+    assert (dest / "sglang-v0.5.1").is_dir()
+    assert git(dest, "status", "--porcelain", "--untracked-files=all") == "\n".join(
+        f"?? {p}" for p in (".gitignore", "overlay.toml", "overlay/.gitkeep",
+                            "patches/.gitkeep"))
+
+
+def test_init_inside_a_repository_does_not_nest_one(tmp_path, upstream, shared_cache):
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    git(outer, "init", "-q")
+    r = overlay("init", outer / "ov", "--upstream", upstream, "--sglang-ref", "v0.5.1",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert not (outer / "ov" / ".git").exists()
+
+
+def test_init_stores_any_url_as_valid_toml(tmp_path, upstream, shared_cache):
+    """A quote or backslash in the upstream's path is kept, not a broken manifest."""
+    odd = tmp_path / 'up "quoted" \\ dir.git'
+    git(tmp_path, "clone", "-q", "--bare", "--no-local", "--depth", "1", "--branch", "v0.5.1",
+        f"file://{upstream}", str(odd))
+    r = overlay("init", tmp_path / "new", "--upstream", odd, "--sglang-ref", "v0.5.1",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert tomllib.loads((tmp_path / "new" / "overlay.toml").read_text())["upstream"]["url"] \
+        == str(odd)
+
+
+# --- apply --branch ------------------------------------------------------------------------
+
+
+def test_apply_with_a_custom_branch(tmp_path, upstream, shared_cache):
+    root = small_overlay(tmp_path / "ov", upstream)
+    r = overlay("-C", root, "apply", "--no-lint", "--branch", "mine/feature", "--json",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    wt = root / "sglang-v0.5.1"
+    assert git(wt, "symbolic-ref", "--short", "HEAD") == "mine/feature"
+    assert git(wt, "show", f"mine/feature:{MODEL}", raw=True) == MODEL_FILE
+    assert git(wt, "branch", "--list", "overlay/*") == ""  # not the default name as well
+    again = overlay("-C", root, "apply", "--no-lint", "--branch", "mine/feature", "--json",
+                    cache=shared_cache)
+    assert again.rc == 0, again.err
+    assert again.json["branch"] == "mine/feature" and again.json["changed"] is False
+    assert again.json["commit"] == r.json["commit"] == git(wt, "rev-parse", "HEAD")
