@@ -108,8 +108,9 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         actions[u.name] = "kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else \
             "kept (upstream provides it; pass --yes to retire)"
     retired = list(retire)
+    # no lock when the upstream was overridden with --upstream
     lock_commit = base.commit if session.is_manifest_upstream else None
-    text = with_lock(text, to_ref, lock_commit) if lock_commit else _pin_only(text, to_ref)
+    text = with_lock(text, to_ref, lock_commit)
     tx.write(MANIFEST_NAME, text.encode())
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
@@ -181,16 +182,6 @@ def _why(r) -> str:
     if r.stale:
         return "applied at an offset"
     return "its base changed"
-
-
-def _pin_only(text: str, ref: str) -> str:
-    """Move the pin without a lock (the upstream was overridden with --upstream)."""
-    import tomlkit
-
-    doc = tomlkit.parse(text)
-    doc["upstream"]["ref"] = ref
-    doc["upstream"].pop("commit", None)
-    return tomlkit.dumps(doc)
 
 
 def _changelog_line(from_ref, to_ref, retired, regenerated) -> str:
