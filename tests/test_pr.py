@@ -291,6 +291,17 @@ def test_parse_pins(upstream):
         """))
     assert other.versions == {"black": "24.4.2", "isort": "5.12.0"}
     assert other.order == ["black", "isort"]
+    # any YAML spelling: flow style, a comment line between the keys, rev first
+    flow = parse_pins(textwrap.dedent("""\
+        repos: [{repo: 'https://github.com/PyCQA/isort', rev: 5.13.2},
+                {rev: 24.10.0,
+                 # the formatter
+                 repo: https://github.com/psf/black}]
+        """))
+    assert flow.versions == {"isort": "5.13.2", "black": "24.10.0"}
+    assert flow.order == ["isort", "black"]
+    assert parse_pins("repos: [unclosed").versions == {}
+    assert parse_pins("- just a list\n").versions == {}
 
 
 def test_docs_rows_follow_the_table_style():
