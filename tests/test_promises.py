@@ -244,3 +244,181 @@ def test_apply_with_a_custom_branch(tmp_path, upstream, shared_cache):
     assert again.rc == 0, again.err
     assert again.json["branch"] == "mine/feature" and again.json["changed"] is False
     assert again.json["commit"] == r.json["commit"] == git(wt, "rev-parse", "HEAD")
+
+
+# --- patch files with git's quoted paths ------------------------------------------------
+
+
+def test_patch_files_with_quoted_paths(tmp_path):
+    """git quotes names with non-ASCII or special characters and ends names with
+    spaces with a tab; the parser reads all of them."""
+    from sglang_overlay import patchfile
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    names = ["dir with space/naïve.py", 'q"uote\\d.py', "plain.py", "mode only.sh",
+             "old name.py"]
+    for n in names:
+        (repo / n).parent.mkdir(exist_ok=True)
+        (repo / n).write_text(f"# {n}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    for n in names[:3]:
+        (repo / n).write_text(f"# {n}\nchanged = True\n")
+    (repo / "mode only.sh").chmod(0o755)
+    git(repo, "mv", "old name.py", "new näme.py")
+    git(repo, "commit", "-qam", "change")
+    data = subprocess.run(["git", "format-patch", "-1", "--stdout", "--full-index", "-M"],
+                          cwd=repo, check=True, capture_output=True,
+                          env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}).stdout
+    assert b'"b/dir with space/na\\303\\257ve.py"' in data  # quoted as git does
+    patch = patchfile.parse(data)
+    found = {(f.old_path, f.new_path) for f in patch.files}
+    assert found == {("dir with space/naïve.py", "dir with space/naïve.py"),
+                     ('q"uote\\d.py', 'q"uote\\d.py'), ("plain.py", "plain.py"),
+                     ("mode only.sh", "mode only.sh"), ("old name.py", "new näme.py")}
+    assert [len(f.hunks) for f in patch.files if f.path == "plain.py"] == [1]
+
+
+def test_a_patch_unit_creating_a_non_ascii_path_applies(tmp_path, upstream, shared_cache):
+    path = "python/sglang/srt/models/naïve model.py"
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q")
+    (work / path).parent.mkdir(parents=True)
+    (work / path).write_text("EntryClass = []\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "Add a model with an odd name")
+    data = subprocess.run(["git", "format-patch", "--root", "-1", "--stdout", "--full-index"],
+                          cwd=work, check=True, capture_output=True,
+                          env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}).stdout
+    assert b'+++ "b/python/sglang/srt/models/na\\303\\257ve model.py"' in data
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "odd", "kind": "patch", "description": "odd", "patch": "patches/odd.patch"}],
+        {"patches/odd.patch": data})
+    r = overlay("-C", root, "apply", "--no-lint", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert r.json["units"][0]["files"] == [path]
+    assert (root / "sglang-v0.5.1" / path).read_text() == "EntryClass = []\n"
+
+
+# --- capture --------------------------------------------------------------------------
+
+
+def test_capture_with_base_keeps_binary_mode_and_type_changes(tmp_path, upstream, shared_cache):
+    """A fork of v0.5.1 captured into an overlay pinned at v0.5.2 (--base v0.5.1):
+    binary, mode-only and type changes become units, and apply on the base
+    rebuilds the fork's tree exactly."""
+    fork = tmp_path / "fork"
+    git(tmp_path, "clone", "-q", "--no-checkout", str(upstream), str(fork))
+    git(fork, "checkout", "-q", "-b", "mine", "v0.5.1")
+    blob = bytes(range(256)) * 4
+    (fork / "python/sglang/srt/weights.bin").write_bytes(blob)  # a new binary file
+    (fork / "python/LICENSE").write_bytes(b"\0binary now\0")  # text -> binary
+    (fork / "python/sglang/version.py").chmod(0o755)  # mode only
+    utils = fork / "python/sglang/srt/hf_transformers_utils.py"
+    utils.unlink()
+    utils.symlink_to("utils.py")  # a file becomes a symlink: a type change
+    git(fork, "add", "-A")
+    git(fork, "commit", "-qm", "my fork")
+    root = tmp_path / "ov"
+    assert overlay("init", root, "--upstream", upstream, "--sglang-ref", "v0.5.2",
+                   cache=shared_cache).rc == 0
+    r = overlay("-C", root, "capture", "--from", fork, "--base", "v0.5.1", "--json",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    data = r.json
+    assert data["base"] == "v0.5.1"
+    assert data["merge_base"] == git(upstream, "rev-parse", "v0.5.1^{commit}")
+    notes = {u["files"][0]: (u["kind"], u["note"]) for u in data["units"]}
+    assert notes == {
+        "overlay/python/sglang/srt/weights.bin": ("files", "new file"),
+        "overlay/python/LICENSE": ("files", "binary change: whole file"),
+        "patches/version.patch": ("patch", "change the mode of"),
+        "patches/hf-transformers-utils.patch": ("patch", "change the type of"),
+    }
+    assert (root / "overlay/python/sglang/srt/weights.bin").read_bytes() == blob
+    assert any("mode-only change (100644 -> 100755)" in n for n in data["notes"])
+    assert any("type change (100644 -> 120000)" in n for n in data["notes"])
+    assert manifest_units(root).keys() == {"weights", "license", "version",
+                                           "hf-transformers-utils"}
+    r = overlay("-C", root, "apply", "--no-lint", "--sglang-ref", "v0.5.1", "--json",
+                cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert r.json["tree"] == git(fork, "rev-parse", "HEAD^{tree}")
+
+
+# --- pr ---------------------------------------------------------------------------------
+
+PR_URL = "https://github.com/sgl-project/sglang/pull/12345"
+
+
+def test_a_rejected_push_exits_1_and_a_recorded_pr_url_is_kept(tmp_path, upstream,
+                                                               shared_cache):
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {**model_unit()[0], "forwarded": PR_URL}], {f"overlay/{MODEL}": MODEL_FILE})
+    rejecting = tmp_path / "rejecting.git"
+    git(tmp_path, "clone", "-q", "--bare", str(upstream), str(rejecting))
+    hook = rejecting / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'refusing every push' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    r = overlay("-C", root, "pr", "--unit", "my-model", "--push", rejecting, "--out",
+                tmp_path / "out", cache=shared_cache)
+    assert r.rc == 1, r.out + r.err
+    assert f"pushing pr/my-model to {rejecting} failed" in r.err
+    assert git(rejecting, "for-each-ref", "refs/heads/pr") == ""
+    assert manifest_units(root)["my-model"]["forwarded"] == PR_URL
+    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".md", ".patch"]
+    # a push that goes through does not replace the PR URL you recorded either
+    fork = tmp_path / "fork.git"
+    git(tmp_path, "clone", "-q", "--bare", str(upstream), str(fork))
+    ok = overlay("-C", root, "pr", "--unit", "my-model", "--push", fork, "--out",
+                 tmp_path / "out", "--json", cache=shared_cache)
+    assert ok.rc == 0, ok.err
+    assert ok.json["forwarded"] == {"my-model": PR_URL}
+    assert manifest_units(root)["my-model"]["forwarded"] == PR_URL
+    assert git(fork, "rev-parse", "refs/heads/pr/my-model") == ok.json["commits"][0]["commit"]
+
+
+# --- upgrade asks on a terminal ---------------------------------------------------------
+
+
+def test_upgrade_asks_on_a_terminal_before_retiring_what_upstream_provides(tmp_path, upstream,
+                                                                          shared_cache):
+    import pty
+    import termios
+
+    ours = "# our own OPT\nEntryClass = []\n"
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "opt-model", "kind": "files", "description": "OPT", "files": [OPT]}],
+        {f"overlay/{OPT}": ours})
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO  # the answer is not echoed into the JSON
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sglang_overlay", f"--cache-dir={shared_cache}", "-C", str(root),
+         "upgrade", "--to", "v0.5.2", "--json"],
+        stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    os.write(master, b"y\n")  # typed ahead: the terminal keeps it until the prompt reads
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0, err
+    # the question goes to stderr, so stdout stays the JSON report
+    assert f"v0.5.2 has its own {OPT}" in err and "Retire unit 'opt-model'" in err
+    data = json.loads(out.decode())
+    assert data["retired"] == ["opt-model"]
+    assert manifest_units(root)["opt-model"]["applied-upstream"] == "v0.5.2"
+    assert not (root / "overlay" / OPT).exists()

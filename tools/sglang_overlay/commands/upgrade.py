@@ -169,9 +169,10 @@ def _accept(name: str, files: list[str], detail: str, to_ref: str, yes: bool) ->
         return True
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
+    # on stderr, so that stdout is only the report (--json stays parseable)
     return click.confirm(
         f"{to_ref} has its own {', '.join(files)} ({detail}). Retire unit '{name}' and use "
-        "upstream's?", default=False)
+        "upstream's?", default=False, err=True)
 
 
 def _why(r) -> str:

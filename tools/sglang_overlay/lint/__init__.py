@@ -16,6 +16,8 @@ config consistency
   multimodal-unregistered  a class with multimodal hooks, or a model declared
                            multimodal, is not in ``multimodal_model_archs``
   mla-unregistered         a model declared MLA is not in the MLA branch
+syntax
+  syntax-error           an overlay file does not parse
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from ..units import edit as edits
 from .facts import REGISTRY_MODULE, FactsCache
-from .tree import PY_ROOT, DirTree, GitTree, Modules
+from .tree import PY_ROOT, GitTree, Modules
 
 MODELS_DIR = PY_ROOT + "sglang/srt/models/"
 MODELS_PKG = "sglang.srt.models"
@@ -289,4 +291,4 @@ def lint_build(session, build) -> list[Finding]:
     return lint_tree(session.manifest, tree, session.cache.root / "lint-facts.sqlite")
 
 
-__all__ = ["Finding", "lint_tree", "lint_build", "GitTree", "DirTree"]
+__all__ = ["Finding", "lint_tree", "lint_build", "GitTree"]
