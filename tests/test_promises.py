@@ -422,3 +422,87 @@ def test_upgrade_asks_on_a_terminal_before_retiring_what_upstream_provides(tmp_p
     assert data["retired"] == ["opt-model"]
     assert manifest_units(root)["opt-model"]["applied-upstream"] == "v0.5.2"
     assert not (root / "overlay" / OPT).exists()
+
+
+# --- build and install --------------------------------------------------------------------
+
+
+def tiny_wheel(dest: Path, name: str, version: str, requires: tuple = ()) -> Path:
+    """A minimal valid wheel (METADATA, WHEEL, RECORD with hashes)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    files = {
+        f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
+        f"{dist}-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
+    }
+    record = "".join(
+        f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()}"
+        f",{len(v)}\n" for k, v in files.items())
+    files[f"{dist}-{version}.dist-info/RECORD"] = (
+        record + f"{dist}-{version}.dist-info/RECORD,,\n").encode()
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for k, v in files.items():
+            zf.writestr(k, v)
+    return path
+
+
+def test_a_failed_build_exits_1_with_its_output(tmp_path, upstream, shared_cache):
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "setup", "kind": "files", "description": "breaks the build",
+         "files": ["python/setup.py"]}],
+        {"overlay/python/setup.py": "raise SystemExit('planted build failure')\n"})
+    r = overlay("-C", root, "build", "--out", tmp_path / "out", cache=shared_cache)
+    assert r.rc == 1, r.out + r.err
+    assert "planted build failure" in r.err  # the build's own output is shown
+    assert r.err.strip().splitlines()[-1].startswith("overlay: building the wheel failed: ")
+    assert not (tmp_path / "out").exists() and not (root / "dist").exists()
+
+
+def test_a_build_needing_what_this_python_lacks_runs_isolated(tmp_path, upstream, shared_cache,
+                                                             monkeypatch):
+    links = tmp_path / "links"
+    tiny_wheel(links, "overlay-tiny-backend-dep", "1.0")
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{links} {os.environ.get('PIP_FIND_LINKS', '')}")
+    pyproject = git(upstream, "show", "v0.5.1:python/pyproject.toml", raw=True).replace(
+        'requires = ["setuptools>=61.0", "wheel"]',
+        'requires = ["setuptools>=61.0", "wheel", "overlay-tiny-backend-dep"]', 1)
+    assert "overlay-tiny-backend-dep" in pyproject
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "build-needs", "kind": "files", "description": "a build requirement",
+         "files": ["python/pyproject.toml"]}], {"overlay/python/pyproject.toml": pyproject})
+    r = overlay("-C", root, "build", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert r.json["method"] == "source" and r.json["isolation"] == "isolated"
+    assert Path(r.json["wheel"]).name.startswith("sglang-0.5.1+overlay.")
+    # offline, an isolated environment cannot be made: bad input naming what is missing
+    off = overlay("-C", root, "build", "--offline", cache=shared_cache)
+    assert off.rc == 2 and "overlay-tiny-backend-dep" in one_line(off.err)
+
+
+def test_install_without_no_deps_installs_the_dependencies(tmp_path, monkeypatch):
+    links = tmp_path / "links"
+    tiny_wheel(links, "overlay-tiny-dep", "1.0")
+    wheel = tiny_wheel(tmp_path / "dist", "sglang", "0.0.1", requires=("overlay-tiny-dep",))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    env = tmp_path / "env"
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base), "-m", "venv", "--without-pip", "--system-site-packages", str(env)],
+                   check=True)
+    r = overlay("-C", tmp_path, "install", "--python", env / "bin" / "python", "--wheel", wheel,
+                "--json")
+    assert r.rc == 0, r.err
+    assert r.json["no_deps"] is False and len(r.json["commands"]) == 2
+    got = subprocess.run([str(env / "bin" / "python"), "-c",
+                          "import overlay_tiny_dep, sglang; print(sglang.VERSION)"],
+                         capture_output=True, text=True)
+    assert got.returncode == 0 and got.stdout == "0.0.1\n", got.stderr
