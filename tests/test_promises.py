@@ -506,3 +506,14 @@ def test_install_without_no_deps_installs_the_dependencies(tmp_path, monkeypatch
                           "import overlay_tiny_dep, sglang; print(sglang.VERSION)"],
                          capture_output=True, text=True)
     assert got.returncode == 0 and got.stdout == "0.0.1\n", got.stderr
+
+
+def test_ctrl_c_exits_130(tmp_path, upstream, monkeypatch):
+    from sglang_overlay.commands import lint as lint_cmd
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lint_cmd, "run", interrupted)
+    r = overlay("-C", small_overlay(tmp_path / "ov", upstream), "lint")
+    assert r.rc == 130 and r.err == "overlay: interrupted\n"

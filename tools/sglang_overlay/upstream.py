@@ -9,8 +9,11 @@ else ``~/.cache/sglang-overlay``)::
                                     branches and worktrees; objects are
                                     borrowed from the mirror (alternates)
 
-Only what a ref needs is fetched: a depth-1 fetch of the ref, and, when a
-patch needs a 3-way merge, a depth-1 fetch of the commit it was made on.
+Only what a ref needs is fetched: a depth-1 fetch of the ref; for a patch
+that needs a 3-way merge, the blobs it was made on (by object id where the
+server allows it, else a depth-1 fetch of the pinned commit); and a depth-1
+fetch of the pinned commit when a files unit replaces a file that a ref other
+than the pin has (was the file new at the pin?), and always in ``overlay check``.
 The locks are ``flock`` locks, released by the kernel when a process dies, so
 ``kill -9`` never leaves a stale lock behind.
 """
