@@ -250,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="overlay", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:  # Ctrl-C or end of input at a prompt
-        click.echo("overlay: aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (or end of input at a prompt)
+        click.echo("overlay: interrupted", err=True)
         return INTERRUPTED
     except click.ClickException as exc:
         click.echo(f"overlay: {_usage_line(exc)}", err=True)
