@@ -555,7 +555,7 @@ def test_build_refuses_repack_path_that_is_a_directory(ov, upstream, shared_cach
                 "--out", out, cache=shared_cache)
     assert r.rc == 2, r.out + r.err
     line = one_line(r.err)
-    assert "--repack" in line and str(tmp_path) in line and "(fix: " in line
+    assert str(tmp_path) in line and "(fix: " in line  # from click or from the tool
     assert r.out == "" and not out.exists()
 
 
