@@ -161,11 +161,19 @@ def overlay_snapshot(root: Path) -> dict:
             if not k.startswith(("sglang-", ".sglang-", ".overlay/"))}
 
 
-def manifest_units(root: Path) -> dict:
-    """The manifest's units by name, parsed (not grepped)."""
-    import tomllib
+def read_manifest(root: Path) -> dict:
+    """The manifest, parsed (not grepped)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
-    return {u["name"]: u for u in tomllib.loads((root / "overlay.toml").read_text())["unit"]}
+    return tomllib.loads((root / "overlay.toml").read_text())
+
+
+def manifest_units(root: Path) -> dict:
+    """The manifest's units by name."""
+    return {u["name"]: u for u in read_manifest(root)["unit"]}
 
 
 def unit_commit(wt, name):

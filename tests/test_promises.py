@@ -8,14 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from helpers import (MODEL_FILE, ROOT, git, manifest_units, overlay, overlay_snapshot,
-                     tree_snapshot, write_overlay)
+from helpers import (MODEL_FILE, ROOT, git, manifest_units, overlay, read_manifest,
+                     write_overlay)
 
 MODEL = "python/sglang/srt/models/my_llama.py"
 OPT = "python/sglang/srt/models/opt.py"
@@ -194,7 +192,7 @@ def test_init_writes_gitignore_and_runs_git_init(tmp_path, upstream, shared_cach
     ignored = (dest / ".gitignore").read_text().splitlines()
     for pattern in ("/sglang-*/", "/.sglang-*/", "/.overlay/", "/dist/", "/reports/", "/pr/"):
         assert pattern in ignored
-    manifest = tomllib.loads((dest / "overlay.toml").read_text())
+    manifest = read_manifest(dest)
     assert manifest["upstream"] == {"url": str(upstream), "ref": "v0.5.1",
                                     "commit": git(upstream, "rev-parse", "v0.5.1^{commit}")}
     # what apply writes is ignored, so the overlay stays clean
@@ -223,8 +221,7 @@ def test_init_stores_any_url_as_valid_toml(tmp_path, upstream, shared_cache):
     r = overlay("init", tmp_path / "new", "--upstream", odd, "--sglang-ref", "v0.5.1",
                 cache=shared_cache)
     assert r.rc == 0, r.err
-    assert tomllib.loads((tmp_path / "new" / "overlay.toml").read_text())["upstream"]["url"] \
-        == str(odd)
+    assert read_manifest(tmp_path / "new")["upstream"]["url"] == str(odd)
 
 
 # --- apply --branch ------------------------------------------------------------------------
