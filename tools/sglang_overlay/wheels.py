@@ -78,12 +78,13 @@ MODELS_PACKAGE = "sglang/srt/models/"
 
 
 def require(module: str, project: str) -> None:
-    """Bad input (not a traceback) when an optional build dependency is missing."""
+    """Bad input (not a traceback) when a build dependency is missing (a broken
+    install: build and wheel are plain dependencies of sglang-overlay)."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
         raise BadInput(f"{project} is not installed in {sys.executable}",
-                       f"pip install 'sglang-overlay[build]' (or pip install {project})")
+                       f"pip install {project} (or reinstall sglang-overlay, which depends on it)")
 
 
 def sha256_bytes(data: bytes) -> str:

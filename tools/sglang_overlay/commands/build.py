@@ -38,7 +38,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         wheels.require("build", "build")
     upstream_wheel = None
     if repack is not None:
-        repack = opts.path(repack)
+        repack = opts.existing(repack, "--repack")
         upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
         if _canonical(upstream_wheel.name) != wheels.PACKAGE:
             raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",

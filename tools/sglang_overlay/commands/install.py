@@ -32,7 +32,7 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
     t0 = time.monotonic()
     py = interpreter(python, opts.directory)
     if wheel is not None:
-        path = opts.path(wheel)
+        path = opts.existing(wheel, "--wheel")
         if not path.name.endswith(".whl"):
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")

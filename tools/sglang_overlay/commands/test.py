@@ -58,7 +58,7 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
                                 else None)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN
-        suite, checkout = _standin_suite(opts.path(standin)), None
+        suite, checkout = _standin_suite(opts.existing(standin, "--standin-suite")), None
     else:
         runner = suite_mod.RUNNER_GPU
         checkout = opts.path(worktree) if worktree else target.default_target(root, ref)
