@@ -3,6 +3,7 @@ in ``commands/<verb>.py``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ class Options:
     def path(self, p: Path | str) -> Path:
         """A path from the command line, relative to -C DIR like git's."""
         p = Path(p).expanduser()
-        return (p if p.is_absolute() else self.directory / p).absolute()
+        # normalized: '-C ov ../fork' is /abs/fork, never /abs/ov/../fork
+        return Path(os.path.normpath((p if p.is_absolute() else self.directory / p).absolute()))
 
     def existing(self, p: Path | str, flag: str) -> Path:
         """opts.path(p), which must exist (bad input naming the flag otherwise)."""
@@ -235,6 +237,11 @@ def verify(opts: Options, **kwargs) -> int:
               envvar="SGLANG_OVERLAY_STANDIN_SUITE",
               help="For CI without a GPU: run this CPU stand-in suite instead of the "
                    "checkout's, without the CUDA check; its reports say cpu-standin.")
+@click.option("--shard", metavar="I/N",
+              help="Run the I-th of N deterministic shares of the models (for a CI job matrix).")
+@click.option("--merge-reports", "merge_reports", is_flag=True,
+              help="Merge the shards' report directories given as arguments into one report.")
+@click.argument("report_dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR]...")
 @json_option
 @pass_options
 def test_(opts: Options, **kwargs) -> int:

@@ -237,7 +237,7 @@ class Mirror:
                 for r in out.values() if not self.has_commit(r.commit)
             })
             if specs:
-                self._fetch_specs(specs, f"fetching {len(specs)} refs")
+                self._fetch_specs(specs, f"fetching {len(specs)} ref" + ("s" if len(specs) != 1 else ""))
         for r in out.values():
             if not self.has_commit(r.commit):
                 raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "

@@ -128,7 +128,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         for n in notes:
             click.echo(n)
     per_ref = ", ".join(f"{c['ref']} {c['seconds']:.2f}s" for c in columns)
-    click.echo(f"\nchecked {len(columns)} refs in {seconds:.2f} s ({per_ref})")
+    click.echo(f"\nchecked {report.plural(len(columns), 'ref')} in {seconds:.2f} s ({per_ref})")
     return code
 
 
