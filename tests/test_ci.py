@@ -22,44 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, copy_repo_overlay, git, make_patch, overlay, write_overlay
+from helpers import ROOT, TINY_SUITE, copy_repo_overlay, git, make_patch, overlay, write_overlay
 
 WORKFLOWS = ("overlay.yml", "overlay-nightly.yml", "overlay-gpu.yml")
-# A stand-in of the generation suite's shape that prints the suite's lines
-# without torch (the real CPU stand-in suite, tests/cpu_standin_suite, is
-# covered by test_suite_runner; here only the workflow's plumbing is tested).
-FAST_SUITE = """\
-import dataclasses
-import os
-import unittest
-
-
-@dataclasses.dataclass
-class ModelCase:
-    model_path: str
-    prefill_tolerance: float = 5e-2
-    decode_tolerance: float = 5e-2
-    rouge_l_tolerance: float = 1
-
-
-ALL_OTHER_MODELS = [
-    ModelCase("facebook/opt-125m"),
-    ModelCase("cpu-standin/opt-125m-strict", prefill_tolerance=1e-6),
-]
-
-
-class TestGenerationModels(unittest.TestCase):
-    def test_others(self):
-        for model_case in ALL_OTHER_MODELS:
-            if os.environ.get("ONLY_RUN") != model_case.model_path:
-                continue
-            print("prefill logprobs max_diff tensor(0.0100)")
-            print("decode logprobs max_diff tensor(0.0100)")
-            print("rouge_l_scores=[1.0]")
-            assert 0.01 < model_case.prefill_tolerance, "prefill logprobs are not all close"
-"""
-# a second model, for two shards: the stand-in suite's case with impossible
-# tolerances (it fails by design)
+# a second model, for two shards
 STRICT_MODEL = """
 [[model]]
 architecture = "StrictStandInForCausalLM"
@@ -301,14 +267,14 @@ def test_gpu_workflow_test_and_merge_steps_with_the_cpu_standin(tmp_path, upstre
     """The GPU job's `overlay test --shard` step, once per shard, with a CPU
     stand-in suite in place of the GPU suite (its reports say cpu-standin),
     then the report job's merge step on the shards' reports/ as downloaded."""
-    root = copy_repo_overlay(tmp_path / "ov", upstream)
-    with open(root / "overlay.toml", "a") as fh:
-        fh.write(STRICT_MODEL)
+    root = write_overlay(tmp_path / "ov", upstream, [], models=[
+        {"architecture": "GoodForCausalLM", "hf-id": "org/good"},
+        {"architecture": "BadForCausalLM", "hf-id": "org/bad"}])
     assert overlay("-C", root, "ci", "github").rc == 0
     doc = load(root, "overlay-gpu.yml")
     suite = tmp_path / "standin-suite" / "test_generation_models.py"
     suite.parent.mkdir()
-    suite.write_text(FAST_SUITE)
+    suite.write_text(TINY_SUITE)  # a stand-in: prints the suite's lines, no torch
     env = {**runner_env, "SGLANG_OVERLAY_STANDIN_SUITE": str(suite)}
     venv_bin = Path(env["RUNNER_TEMP"]) / "sglang-env" / "bin"
     venv_bin.mkdir(parents=True)
@@ -318,18 +284,17 @@ def test_gpu_workflow_test_and_merge_steps_with_the_cpu_standin(tmp_path, upstre
         p = run_step(root, doc, step(doc, "test", "test"), env, {"matrix.shard": i})
         latest = json.loads((root / "reports" / "latest.json").read_text())
         assert latest["runner"] == "cpu-standin"
-        assert [m["model"] for m in latest["models"]] == [
-            ["facebook/opt-125m"], ["cpu-standin/opt-125m-strict"]][i - 1]
-        assert p.returncode == [0, 1][i - 1], p.stderr  # the strict case fails by design
+        assert [m["model"] for m in latest["models"]] == [["org/good"], ["org/bad"]][i - 1]
+        assert p.returncode == [0, 1][i - 1], p.stderr  # org/bad fails by design
         shutil.move(root / "reports", shards / f"reports-shard-{i}")  # upload + download
     p = run_step(root, doc, step(doc, "report", "merge"), env)
     assert p.returncode == 1, p.stdout + p.stderr  # a shard had a failure
     merged = json.loads((root / "reports" / "merged.json").read_text())
     assert [(m["model"], m["status"]) for m in merged["models"]] == [
-        ("cpu-standin/opt-125m-strict", "failed"), ("facebook/opt-125m", "passed")]
+        ("org/bad", "failed"), ("org/good", "passed")]
     for m in merged["models"]:
         assert (root / m["log"]).is_file() and (root / m["junit"]).is_file()
     suites = ET.parse(root / "reports" / "merged.junit.xml").getroot()
     assert suites.tag == "testsuites" and len(list(suites)) == 2
     summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
-    assert "CPU stand-in, not a GPU run" in summary and "| `facebook/opt-125m` | passed |" in summary
+    assert "CPU stand-in, not a GPU run" in summary and "| `org/good` | passed |" in summary
