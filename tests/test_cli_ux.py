@@ -152,6 +152,10 @@ def test_what_the_lock_means_with_a_mirror(lock, status, tmp_path, upstream, sha
         assert r.json["base"] == v051
         assert "DIFFERENT HISTORY" in r.err and "the lock is not checked" in r.err
     assert f'commit = "{commit}"' in (root / "overlay.toml").read_text()  # never rewritten
+    if status == "different-history":  # unless asked to
+        r = overlay("-C", root, "apply", "--update-lock", "--json", cache=shared_cache)
+        assert r.rc == 0 and r.json["lock"]["status"] == "locked"
+        assert f'commit = "{v051}"' in (root / "overlay.toml").read_text()
 
 
 def test_offline_miss_does_not_send_the_user_back_to_offline(tmp_path, upstream):
@@ -221,6 +225,26 @@ def test_lint_points_at_the_model_line(tmp_path, upstream, shared_cache):
     assert len(found) == 1 and found[0]["path"] == "overlay.toml"
     assert lines[found[0]["line"] - 1] == "[[model]]"
     assert lines[found[0]["line"]] == 'architecture = "NowhereForCausalLM"'
+
+
+def test_every_verb_has_json():
+    import click
+
+    from sglang_overlay.cli import cli
+
+    def leaves(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from leaves(cmd, prefix + (name,))
+            else:
+                yield prefix + (name,), cmd
+
+    found = dict(leaves(cli))
+    assert {"init", "apply", "lint", "check", "upgrade", "refresh", "capture", "build",
+            "install", "verify", "test", "pr", ("ci", "github")} <= {
+        k[0] if len(k) == 1 else k for k in found}
+    for name, cmd in found.items():
+        assert "--json" in [o for p in cmd.params for o in p.opts], name
 
 
 def test_plurals():

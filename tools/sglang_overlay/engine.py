@@ -164,14 +164,16 @@ class Session:
         remote = self.resolve(ref)
         if ref != m.ref:
             return remote, LockReport("not-checked", m.commit, remote.commit, "not the pinned ref")
-        if not self.is_manifest_upstream:
+        if not self.is_manifest_upstream and not update_lock:
             return self._mirror_lock(ref, remote)
         if m.commit is None or update_lock:
             if m.commit != remote.commit:
                 manifest_mod.write_lock(m.root, ref, remote.commit)
                 m.commit = remote.commit
+                where = "" if self.is_manifest_upstream else \
+                    f" (as {self.url}, {self.upstream_choice.describe()}, has it)"
                 return remote, LockReport("locked", remote.commit, remote.commit,
-                                          f"locked {ref} at {remote.commit}")
+                                          f"locked {ref} at {remote.commit}{where}")
             return remote, LockReport("ok", m.commit, remote.commit)
         if remote.commit == m.commit:
             return remote, LockReport("ok", m.commit, remote.commit)
