@@ -332,3 +332,25 @@ def test_test_shard_and_merge_bad_input(tmp_path, upstream):
     r = overlay("-C", root, "test", "--merge-reports", tmp_path / "shard0", tmp_path / "shard1")
     assert r.rc == 2 and "differ in ref" in r.err
     assert not (root / "reports").exists()
+
+
+@pytest.mark.parametrize("extras, expect", [(["srt", "all"], "[srt]"), (["diffusion"], "")])
+def test_install_gpu_deps_takes_upstreams_gpu_extra_when_it_has_one(extras, expect, tmp_path):
+    wheel = tmp_path / "sglang-0.5.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("sglang-0.5.1.dist-info/METADATA", "Name: sglang\nVersion: 0.5.1\n" + "".join(
+            f"Provides-Extra: {e}\n" for e in extras))
+    log = tmp_path / "pip.log"
+    python = tmp_path / "python"  # stand-in interpreter: records what pip is asked
+    python.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    python.chmod(0o755)
+    r = overlay("-C", tmp_path, "install", "--gpu-deps", "--wheel", wheel.name,
+                "--python", python, "--json")
+    assert r.rc == 0, r.err
+    calls = [line for line in log.read_text().splitlines() if line.startswith("-m pip")]
+    assert calls[0].endswith(f"install --disable-pip-version-check {wheel}{expect}")
+    assert calls[1].endswith(f"--no-deps --force-reinstall {wheel}")
+    assert r.json["extras"] == (["srt"] if expect else [])
+    r = overlay("-C", tmp_path, "install", "--gpu-deps", "--no-deps", "--wheel", wheel.name,
+                "--python", python)
+    assert r.rc == 2 and "contradict" in r.err

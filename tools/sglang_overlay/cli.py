@@ -204,6 +204,9 @@ def build(opts: Options, **kwargs) -> int:
 @click.option("--no-deps", is_flag=True, help="Do not install dependencies.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="Wheel to install (default: the newest one `overlay build` made).")
+@click.option("--gpu-deps", is_flag=True,
+              help="Also install the GPU dependencies upstream declares as an extra "
+                   "(its 'srt' extra on releases that have one).")
 @json_option
 @pass_options
 def install(opts: Options, **kwargs) -> int:

@@ -113,7 +113,7 @@ gh issue create --title "$title" --body-file overlay-issue.md
 
 GPU_ENV_SCRIPT = """\
 python -m venv "$RUNNER_TEMP/sglang-env"
-overlay install --python "$RUNNER_TEMP/sglang-env/bin/python"
+overlay install --gpu-deps --python "$RUNNER_TEMP/sglang-env/bin/python"
 """
 
 MERGE_SCRIPT = """\

@@ -363,6 +363,19 @@ def _replace_version(metadata: bytes, version: str) -> bytes:
     return b"\n".join(lines) + sep + body
 
 
+def provided_extras(path: Path) -> list[str]:
+    """The extras a wheel file's METADATA declares (Provides-Extra)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist()
+                         if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+            text = zf.read(name).decode("utf-8", "replace") if name else ""
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return []
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.lower().startswith("provides-extra:")]
+
+
 def read_embedded(path: Path) -> dict | None:
     """The embedded manifest of a wheel file, or None."""
     try:
