@@ -152,6 +152,11 @@ def test_what_the_lock_means_with_a_mirror(lock, status, tmp_path, upstream, sha
         assert r.json["base"] == v051
         assert "DIFFERENT HISTORY" in r.err and "the lock is not checked" in r.err
     assert f'commit = "{commit}"' in (root / "overlay.toml").read_text()  # never rewritten
+    c = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--json", cache=shared_cache)
+    assert c.rc == 0 and c.json["refs"][0]["commit"] == r.json["base"]  # as apply built it
+    assert any(n.startswith({"ok": "-", "mismatch": "LOCK MISMATCH",
+                             "different-history": "DIFFERENT HISTORY"}[status])
+               for n in c.json["notes"]) == (status != "ok")
     if status == "different-history":  # unless asked to
         r = overlay("-C", root, "apply", "--update-lock", "--json", cache=shared_cache)
         assert r.rc == 0 and r.json["lock"]["status"] == "locked"
