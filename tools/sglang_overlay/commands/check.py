@@ -82,12 +82,17 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     m = manifest
     for i, r in enumerate(resolved):
         # the pinned ref is checked on its locked commit, as apply builds it
-        if (r.ref == m.ref and m.commit and r.commit != m.commit
-                and session.is_manifest_upstream
-                and session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}")):
+        # (also on a mirror with GitHub's history, which has that commit)
+        if r.ref != m.ref or not m.commit or r.commit == m.commit:
+            continue
+        if session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
             lock_notes.append(f"LOCK MISMATCH: {r.ref} now resolves to {r.commit} upstream; "
                               f"checked the locked {m.commit} (see `overlay apply --update-lock`)")
             resolved[i] = Resolved(r.ref, m.commit, r.refname)
+        elif not session.is_manifest_upstream:
+            lock_notes.append(f"DIFFERENT HISTORY: {session.url} does not have the locked "
+                              f"{m.commit}; checked its {r.ref} ({r.commit}), the lock is not "
+                              "checked")
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
     jobs = jobs or os.cpu_count() or 1
@@ -128,7 +133,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         for n in notes:
             click.echo(n)
     per_ref = ", ".join(f"{c['ref']} {c['seconds']:.2f}s" for c in columns)
-    click.echo(f"\nchecked {len(columns)} refs in {seconds:.2f} s ({per_ref})")
+    click.echo(f"\nchecked {report.plural(len(columns), 'ref')} in {seconds:.2f} s ({per_ref})")
     return code
 
 
