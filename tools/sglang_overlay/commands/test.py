@@ -39,7 +39,8 @@ from .. import report, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 
 STANDIN_ENV = "SGLANG_OVERLAY_STANDIN_SUITE"
 REPORTS_DIR = "reports"
@@ -48,7 +49,7 @@ HEADERS = ("MODEL", "STATUS", "PREFILL", "DECODE", "ROUGE-L MIN", "TIME", "DETAI
 
 def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         standin_suite: Path | None = None) -> int:
-    root = find_root(opts.directory)
+    root = open_root(opts)  # checked, and an interrupted change finished
     manifest = load(root)
     ref = sglang_ref or manifest.ref
     if not ref:
