@@ -202,3 +202,18 @@ def test_a_corrupt_pack_in_the_mirror_is_named_and_repaired(tmp_path, upstream):
     assert (second / "sglang-v0.5.1" / MODEL).read_text() == MODEL_FILE
     r = overlay("-C", first, "apply", "--no-lint", cache=cache)  # works on the repaired mirror
     assert r.rc == 0 and r.err == "", r.err
+
+
+def test_an_unknown_ref_leaves_nothing_in_the_cache_under_any_verb(tmp_path, upstream):
+    root = write_overlay(tmp_path / "ov", upstream, good_units(), good_files(upstream))
+    before = tree_snapshot(root)
+    cache = tmp_path / "cache"
+    for verb in (["lint", "--sglang-ref", "v9.9.9"], ["check", "--sglang-ref", "v9.9.9"],
+                 ["build", "--sglang-ref", "v9.9.9"], ["upgrade", "--to", "v9.9.9", "--yes"],
+                 ["capture", "--from", str(upstream), "--base", "v9.9.9"],
+                 ["pr", "--unit", "my-model", "--base", "v9.9.9"]):
+        r = overlay("-C", root, *verb, cache=cache)
+        assert r.rc == 2 and "v9.9.9" in r.err and len(r.err.strip().splitlines()) == 1, \
+            (verb, r.err)
+        assert not cache.exists(), (verb, sorted(p.name for p in cache.rglob("*")))
+    assert tree_snapshot(root) == before
