@@ -51,18 +51,16 @@ def check_owned_dirs(root: Path) -> None:
     """The overlay's own directories are not symlinks that lead out of it."""
     for name in OWNED_DIRS:
         p = root / name
-        if p.is_symlink() and not inside(p, root):
-            raise BadInput(
-                f"{p} is a symlink to {os.readlink(p)}, outside the overlay repository "
-                f"{root}",
-                f"replace it with a real directory: rm {p} && mkdir {p}")
+        if p.is_symlink() and (not inside(p, root) or inside(p, root / ".git")):
+            where = (f"into git's own data in {root}" if inside(p, root)
+                     else f"outside the overlay repository {root}")
+            raise BadInput(f"{p} is a symlink to {os.readlink(p)}, {where}",
+                           f"replace it with a real directory: rm {p} && mkdir {p}")
 
 
 def check_state_untracked(root: Path) -> None:
     """The tool's own records in .overlay/ are never from git: a tracked one
     (a clone's, or a hostile one) is refused before it is acted on."""
-    if not (root / ".git").exists():
-        return
     r = Git(root).result("ls-files", "-z", "--cached", "--", ".overlay")
     tracked = [p for p in r.out.split("\0") if p] if r.ok else []
     if tracked:

@@ -155,8 +155,13 @@ class Mirror:
 
     def _packs(self) -> dict[str, list[int]]:
         out = {}
-        for p in sorted((self.path / "objects" / "pack").glob("*.pack")):
-            st = p.stat()
+        # git writes a pack's .idx last: a pack without one is still arriving
+        for idx in sorted((self.path / "objects" / "pack").glob("*.idx")):
+            p = idx.with_suffix(".pack")
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
             out[p.name] = [st.st_size, st.st_mtime_ns]
         return out
 
