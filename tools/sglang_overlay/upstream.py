@@ -37,6 +37,9 @@ from .gitutil import Git, clear_stale_lock
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
 VERIFIED = "overlay-verified.json"
+# what git says when the objects it has are damaged (not a network problem)
+CORRUPT = re.compile(r"corrupt|inflate:|bad object|unable to read [0-9a-f]{40}|"
+                     r"missing (blob|tree|commit) [0-9a-f]{40}")
 
 
 def default_cache_dir() -> Path:
@@ -258,6 +261,10 @@ class Mirror:
                     if attempt < 2 and clear_stale_lock(exc.stderr or ""):
                         continue  # a killed fetch left its lock behind
                     stderr = (exc.stderr or "").strip().replace("\n", " ")
+                    if CORRUPT.search(stderr):
+                        raise BadInput(f"the cache's mirror {self.path} is corrupt: {stderr}",
+                                       f"remove it (rm -rf {self.path}) and run the command "
+                                       "again; what is needed is fetched anew") from None
                     raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
                                    "check that the ref exists upstream and the network works")
         finally:
