@@ -188,13 +188,17 @@ def test_a_corrupt_pack_in_the_mirror_is_named_and_repaired(tmp_path, upstream):
     cache = tmp_path / "cache"
     first = write_overlay(tmp_path / "one", upstream, good_units(), good_files(upstream))
     assert overlay("-C", first, "apply", "--no-lint", cache=cache).rc == 0
-    packs = sorted((cache / "mirrors").glob("*.git/objects/pack/*.pack"),
-                   key=lambda p: p.stat().st_size)
-    data = bytearray(packs[-1].read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 64] = bytes(64)
-    packs[-1].write_bytes(bytes(data))
-    mirror = packs[-1].parents[2]
+
+    def corrupt() -> Path:
+        packs = sorted((cache / "mirrors").glob("*.git/objects/pack/*.pack"),
+                       key=lambda p: p.stat().st_size)
+        data = bytearray(packs[-1].read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(64)
+        packs[-1].write_bytes(bytes(data))
+        return packs[-1].parents[2]
+
+    mirror = corrupt()
     second = write_overlay(tmp_path / "two", upstream, good_units(), good_files(upstream))
     r = overlay("-C", second, "apply", "--no-lint", cache=cache)
     assert r.rc == 0, r.err
@@ -202,6 +206,11 @@ def test_a_corrupt_pack_in_the_mirror_is_named_and_repaired(tmp_path, upstream):
     assert (second / "sglang-v0.5.1" / MODEL).read_text() == MODEL_FILE
     r = overlay("-C", first, "apply", "--no-lint", cache=cache)  # works on the repaired mirror
     assert r.rc == 0 and r.err == "", r.err
+    # check (which used to say "check the network") repairs it the same way
+    corrupt()
+    r = overlay("-C", first, "check", "--sglang-ref", "v0.5.1", "--jobs", "1", cache=cache)
+    assert r.rc == 0, r.err
+    assert str(mirror) in r.err and "corrupt" in r.err
 
 
 def test_an_unknown_ref_leaves_nothing_in_the_cache_under_any_verb(tmp_path, upstream):

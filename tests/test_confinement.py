@@ -97,7 +97,11 @@ def test_an_untracked_journal_naming_paths_outside_is_refused(tmp_path, upstream
         "write into .git": [{"op": "write", "path": ".git/hooks/post-checkout",
                              "staged": ".overlay/staging/0000"}],
         "not a journal": {"op": "delete"},
+        "staged link": [{"op": "write", "path": "overlay.toml",
+                         "staged": ".overlay/staging/0000"}],
     }
+    (state / "staging").mkdir()
+    os.symlink(away / "opt.py", state / "staging" / "0000")
     for case, ops in hostile.items():
         (state / "journal.json").write_text(json.dumps(ops))
         before = tree_snapshot(away), tree_snapshot(root)

@@ -117,6 +117,8 @@ def check_ops(root: Path, ops, where: str) -> None:
                 except ValueError:
                     bad(f"staged file {staged} is outside {root / STAGING}")
             _relative_inside(root, staged, STAGING, bad)
+            if (root / staged).is_symlink():
+                bad(f"staged file '{staged}' is a symlink, not a file this tool staged")
 
 
 def _relative_inside(root: Path, rel: str, under: str, bad) -> None:
