@@ -226,3 +226,15 @@ def test_an_unknown_ref_leaves_nothing_in_the_cache_under_any_verb(tmp_path, ups
             (verb, r.err)
         assert not cache.exists(), (verb, sorted(p.name for p in cache.rglob("*")))
     assert tree_snapshot(root) == before
+
+
+def test_build_refuses_an_unwritable_out_before_building(tmp_path, upstream):
+    root = write_overlay(tmp_path / "ov", upstream, good_units(), good_files(upstream))
+    (root / "dist").write_text("a file, not a directory\n")
+    cache = tmp_path / "cache"
+    before = tree_snapshot(root)
+    for args in ([], ["--out", "/proc/overlay-test/dist"]):
+        r = overlay("-C", root, "build", *args, cache=cache)
+        assert r.rc == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert ("dist" in r.err) and "--out" in r.err
+    assert tree_snapshot(root) == before and not cache.exists()
