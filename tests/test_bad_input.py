@@ -238,3 +238,17 @@ def test_build_refuses_an_unwritable_out_before_building(tmp_path, upstream):
         assert r.rc == 2 and len(r.err.strip().splitlines()) == 1, r.err
         assert ("dist" in r.err) and "--out" in r.err
     assert tree_snapshot(root) == before and not cache.exists()
+
+
+def test_a_damaged_state_record_is_named_not_a_crash(tmp_path, upstream):
+    root = write_overlay(tmp_path / "ov", upstream, good_units(), good_files(upstream))
+    (root / ".overlay").mkdir()
+    (root / ".overlay" / ".gitignore").write_text("*\n")
+    for content in (b"{not json", b"\xff\xfe", b'["a list"]'):
+        (root / ".overlay" / "state.json").write_bytes(content)
+        before = tree_snapshot(root)
+        for verb in (["apply"], ["refresh", "--abort"], ["upgrade", "--to", "v0.5.3"]):
+            r = overlay("-C", root, *verb, cache=tmp_path / "cache")
+            assert r.rc == 2 and len(r.err.strip().splitlines()) == 1, (verb, r.err)
+            assert ".overlay/state.json" in r.err and "(fix: delete" in r.err
+        assert tree_snapshot(root) == before
