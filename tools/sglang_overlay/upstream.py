@@ -359,7 +359,7 @@ class Mirror:
         Nothing is created in the cache until the ref is known to exist."""
         if offline and not self.exists():
             raise BadInput(f"ref '{ref}' is not in the cache ({self.path} does not exist)",
-                           "run without --offline to fetch it")
+                           OFFLINE_MISS)
         if SHA_RE.match(ref):
             created = self.ensure()
             if not self.has_commit(ref):
