@@ -15,7 +15,8 @@ API drift
 config consistency
   multimodal-unregistered  a class with multimodal hooks, or a model declared
                            multimodal, is not in ``multimodal_model_archs``
-  mla-unregistered         a model declared MLA is not in the MLA branch
+  mla-unregistered         a model declared MLA is not in DeepSeek's MLA branch
+                           (another branch setting AttentionArch.MLA is not enough)
 """
 
 from __future__ import annotations
@@ -264,8 +265,9 @@ class Linter:
                          unit=self.model_unit(m))
             if m.mla and m.architecture not in mla:
                 self.add(edits.MODEL_CONFIG, 1, "mla-unregistered",
-                         f"{m.architecture} is declared MLA but no MLA branch of "
-                         "ModelConfig names it after apply",
+                         f"{m.architecture} is declared MLA but is not tested in "
+                         "ModelConfig's MLA branch (the one that tests "
+                         f"{edits.MLA_ANCHOR_ARCH}) after apply",
                          "add it to a register-mla edit unit",
                          unit=self.model_unit(m))
 

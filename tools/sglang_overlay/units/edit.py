@@ -12,8 +12,10 @@ Operations (``edit = ...`` in the manifest):
     add the architectures to ``multimodal_model_archs``, the list behind
     ``is_multimodal_model`` in ``python/sglang/srt/configs/model_config.py``.
 ``register-mla``
-    add them to the MLA branch of ``ModelConfig``: the chain of
-    ``"X" in self.hf_config.architectures`` that sets ``AttentionArch.MLA``.
+    add them to the MLA branch of ``ModelConfig``: the ``if``/``elif`` in
+    which ``"DeepseekV2ForCausalLM" in self.hf_config.architectures`` is
+    tested (however its condition is written) and that sets
+    ``AttentionArch.MLA``; other MLA branches have other head dimensions.
 ``add-model-case``
     add ``ModelCase(...)`` entries to upstream's generation suite:
     ``ALL_MODELS`` in ``test/registered/models/test_generation_models.py``
@@ -140,6 +142,13 @@ def register_multimodal(text: str, archs: list[str]) -> Result:
 
 # --- register-mla -------------------------------------------------------------
 
+MLA_ANCHOR_ARCH = "DeepseekV2ForCausalLM"
+MLA_ANCHOR = (
+    f'the MLA branch of ModelConfig: the `if`/`elif` whose condition tests '
+    f'"{MLA_ANCHOR_ARCH}" in self.hf_config.architectures and that sets '
+    "self.attention_arch = AttentionArch.MLA"
+)
+
 
 def _arch_test(node: ast.expr) -> str | None:
     """'X' for a test of the form  "X" in self.hf_config.architectures."""
@@ -167,14 +176,32 @@ def _sets_mla(body: list[ast.stmt]) -> bool:
     return False
 
 
-def _mla_branches(tree: ast.Module) -> list[ast.If]:
-    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig"), None)
+def _tested(test: ast.expr) -> set[str]:
+    """Every architecture a condition tests, however it is nested."""
+    return {n for n in (_arch_test(x) for x in ast.walk(test)) if n}
+
+
+def _mla_anchor(tree: ast.Module) -> ast.If:
+    """The branch of ModelConfig in which DeepseekV2ForCausalLM is tested.
+
+    Found by what it tests, not by its shape: upstream's condition grew
+    compound operands (``or ("Pixtral..." in ... and getattr(...))``) and
+    other branches set AttentionArch.MLA too (MiniCPM3's, with other head
+    dimensions), so "the first all-simple MLA chain" is the wrong anchor.
+    """
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig"),
+               None)
     if cls is None:
         raise MissingAnchor("class ModelConfig")
-    return [n for n in ast.walk(cls) if isinstance(n, ast.If) and _sets_mla(n.body)]
+    found = [n for n in ast.walk(cls)
+             if isinstance(n, ast.If) and MLA_ANCHOR_ARCH in _tested(n.test)]
+    if len(found) != 1 or not _sets_mla(found[0].body):
+        raise MissingAnchor(MLA_ANCHOR + (f" (found {len(found)} branches testing it)"
+                                          if len(found) > 1 else ""))
+    return found[0]
 
 
-def _operands(test: ast.expr) -> list[ast.expr] | None:
+def _operands(test: ast.expr) -> list[ast.expr]:
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
         return test.values
     return [test]
@@ -182,25 +209,18 @@ def _operands(test: ast.expr) -> list[ast.expr] | None:
 
 def register_mla(text: str, archs: list[str]) -> Result:
     tree = ast.parse(text)
-    branches = _mla_branches(tree)
-    present: set[str] = set()
-    chain: ast.If | None = None
-    for br in branches:
-        ops = _operands(br.test)
-        names = [_arch_test(o) for o in ops]
-        present.update(n for n in names if n)
-        if chain is None and all(names):
-            chain = br
+    chain = _mla_anchor(tree)
+    present = _tested(chain.test)
     missing = [a for a in archs if a not in present]
     if not missing:
         return Result(text, [])
-    if chain is None:
-        raise MissingAnchor(
-            'the MLA branch of ModelConfig (an `if "X" in self.hf_config.architectures'
-            ' or ...:` that sets self.attention_arch = AttentionArch.MLA)'
-        )
-    lines = text.splitlines(keepends=True)
     ops = _operands(chain.test)
+    if not any(_arch_test(o) == MLA_ANCHOR_ARCH for o in ops):
+        # e.g. `if ("DeepseekV2..." in ... or ...) and flag:`; an `or` added
+        # at the top would bypass the flag
+        raise MissingAnchor(MLA_ANCHOR + f', with "{MLA_ANCHOR_ARCH}" as an operand of '
+                            "a top-level `or`")
+    lines = text.splitlines(keepends=True)
     new_tests = [f'"{a}" in self.hf_config.architectures' for a in missing]
     first, last = ops[0], ops[-1]
     if first.lineno == chain.lineno and last.end_lineno == chain.lineno:
@@ -224,10 +244,15 @@ def register_mla(text: str, archs: list[str]) -> Result:
             head = f"{indent}{keyword} (\n{body}{indent})"
         lines[chain.lineno - 1] = head + tail + "\n"
         return Result("".join(lines), missing)
-    inner = _indent(lines[last.end_lineno - 1])
-    if not lines[last.lineno - 1].lstrip().startswith(("or ", '"')):
-        raise MissingAnchor("the MLA branch's condition is not one test per line")
-    lines[last.end_lineno : last.end_lineno] = [f"{inner}or {t}\n" for t in new_tests]
+    # black's exploded form: `if (`, one `or` operand per line, `):`. The new
+    # operands go just above the closing `):`, after any compound last operand.
+    indent = _indent(lines[chain.lineno - 1])
+    close = next((i for i in range(last.end_lineno - 1, chain.body[0].lineno - 1)
+                  if lines[i].strip().startswith("):")), None)
+    if close is None or _indent(lines[close]) != indent:
+        raise MissingAnchor(MLA_ANCHOR + ", written one operand per line and closed by `):`")
+    inner = indent + "    "
+    lines[close:close] = [f"{inner}or {t}\n" for t in new_tests]
     return Result("".join(lines), missing)
 
 
@@ -319,16 +344,9 @@ def multimodal_archs(text: str) -> set[str] | None:
 
 
 def mla_archs(text: str) -> set[str]:
-    """Architectures that ModelConfig's MLA branches name."""
-    out: set[str] = set()
+    """Architectures tested in ModelConfig's MLA branch (DeepSeek's); empty if
+    that branch cannot be identified."""
     try:
-        branches = _mla_branches(ast.parse(text))
+        return _tested(_mla_anchor(ast.parse(text)).test)
     except MissingAnchor:
-        return out
-    for br in branches:
-        for op in _operands(br.test):
-            for node in ast.walk(op):
-                name = _arch_test(node) if isinstance(node, ast.Compare) else None
-                if name:
-                    out.add(name)
-    return out
+        return set()
