@@ -16,6 +16,14 @@ Operations (``edit = ...`` in the manifest):
     which ``"DeepseekV2ForCausalLM" in self.hf_config.architectures`` is
     tested (however its condition is written) and that sets
     ``AttentionArch.MLA``; other MLA branches have other head dimensions.
+``register-config``
+    export configuration classes the overlay defines under
+    ``python/sglang/srt/configs/`` from that package's ``__init__.py`` (the
+    import, and ``__all__``) and add them to ``_CONFIG_REGISTRY``, in each
+    release's shape: a ``{C.model_type: C}`` dict (v0.5.1 .. v0.5.4, first in
+    ``srt/``, then ``srt/utils/``), a list (v0.5.5 on), the list inside a
+    ``{cls.model_type: cls for cls in [...]}`` comprehension in
+    ``srt/utils/hf_transformers/common.py`` (v0.5.12 on).
 ``add-model-case``
     add ``ModelCase(...)`` entries to upstream's generation suite:
     ``ALL_MODELS`` in ``test/registered/models/test_generation_models.py``
@@ -69,24 +77,31 @@ def _module_list(tree: ast.Module, name: str) -> ast.List | None:
     return None
 
 
-def _append_to_list(text: str, node: ast.List, items: list[str]) -> str:
-    """Add items (source snippets) as the last elements of a list literal."""
+def _append_to_list(text: str, node: ast.List | ast.Dict, items: list[str]) -> str:
+    """Add items (source snippets; ``key: value`` for a dict) as the last
+    elements of a list or dict literal."""
     lines = text.splitlines(keepends=True)
+    is_dict = isinstance(node, ast.Dict)
+    elts = node.values if is_dict else node.elts
+    opening, closing = ("{", "}") if is_dict else ("[", "]")
     if node.lineno == node.end_lineno:
-        # a one-line list: rewrite it exploded, one element per line
+        # a one-line literal: rewrite it exploded, one element per line
         line = lines[node.lineno - 1]
         start = len(line.encode()[: node.col_offset].decode())
         end = len(line.encode()[: node.end_col_offset].decode())
         inner = _indent(line) + "    "
-        old = [ast.get_source_segment(text, e) for e in node.elts]
+        seg = lambda e: ast.get_source_segment(text, e)
+        old = ([f"{seg(k)}: {seg(v)}" for k, v in zip(node.keys, node.values)] if is_dict
+               else [seg(e) for e in elts])
         body = "".join(f"{inner}{s},\n" for s in old + items)
-        lines[node.lineno - 1] = line[:start] + "[\n" + body + _indent(line) + "]" + line[end:]
+        lines[node.lineno - 1] = (line[:start] + opening + "\n" + body + _indent(line)
+                                  + closing + line[end:])
         return "".join(lines)
     close = lines[node.end_lineno - 1]
-    if not close.lstrip().startswith("]"):
-        raise MissingAnchor("the list's closing bracket is not on its own line")
-    if node.elts:
-        last = node.elts[-1]
+    if not close.lstrip().startswith(closing):
+        raise MissingAnchor(f"the literal's closing {closing} is not on its own line")
+    if elts:
+        last = elts[-1]
         inner = _indent(lines[last.lineno - 1]) if last.lineno > node.lineno else _indent(close) + "    "
         end_line = lines[last.end_lineno - 1]
         cut = len(end_line.encode()[: last.end_col_offset].decode())
@@ -290,46 +305,200 @@ def find_suite(read) -> tuple[str, str] | None:
     return None
 
 
+# --- register-config ----------------------------------------------------------
+
+CONFIGS_DIR = "python/sglang/srt/configs/"
+CONFIGS_INIT = CONFIGS_DIR + "__init__.py"
+CONFIGS_PKG = "sglang.srt.configs"
+# where _CONFIG_REGISTRY lives, newest layout first: a {cls.model_type: cls
+# for cls in [...]} comprehension in the hf_transformers package (v0.5.12 on),
+# a list (v0.5.5 .. v0.5.10) or a {Config.model_type: Config} dict (v0.5.3,
+# v0.5.4) in utils/, the dict in srt/ itself (v0.5.1, v0.5.2)
+REGISTRY_FILES = (
+    "python/sglang/srt/utils/hf_transformers/common.py",
+    "python/sglang/srt/utils/hf_transformers_utils.py",
+    "python/sglang/srt/hf_transformers_utils.py",
+)
+REGISTRY = "_CONFIG_REGISTRY"
+
+
+def _registry_literal(tree: ast.Module) -> ast.List | ast.Dict | None:
+    """The literal the registry's classes are written in, in its first assignment."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == REGISTRY for t in targets):
+            continue
+        if isinstance(value, (ast.List, ast.Dict)):
+            return value
+        if (isinstance(value, ast.DictComp) and len(value.generators) == 1
+                and isinstance(value.generators[0].iter, ast.List)):
+            return value.generators[0].iter
+        return None
+    return None
+
+
+def _registered_names(node: ast.List | ast.Dict) -> set[str]:
+    elts = node.values if isinstance(node, ast.Dict) else node.elts
+    return {e.id for e in elts if isinstance(e, ast.Name)}
+
+
+def _imported(tree: ast.Module, name: str) -> bool:
+    return any(isinstance(n, (ast.Import, ast.ImportFrom))
+               and any((a.asname or a.name) == name for a in n.names)
+               for n in tree.body)
+
+
+def _insert_after(text: str, line_no: int, new: str) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[line_no:line_no] = [new]
+    return "".join(lines)
+
+
+def _add_import(text: str, tree: ast.Module, module: str, name: str) -> str:
+    """`from module import name`, into upstream's `from sglang.srt.configs
+    import (...)` when there is one written exploded, else on its own line after
+    the last module-level import from sglang.srt.configs (or any import)."""
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    if not imports:
+        raise MissingAnchor("a module-level import to add the config's import after")
+    lines = text.splitlines(keepends=True)
+    for n in imports:
+        if (isinstance(n, ast.ImportFrom) and n.level == 0 and n.module == CONFIGS_PKG
+                and module == CONFIGS_PKG and n.end_lineno > n.lineno
+                and lines[n.end_lineno - 1].strip() == ")"):
+            inner = _indent(lines[n.end_lineno - 2])
+            lines[n.end_lineno - 1 : n.end_lineno - 1] = [f"{inner}{name},\n"]
+            return "".join(lines)
+    ours = [n for n in imports if isinstance(n, ast.ImportFrom) and n.level == 0
+            and (n.module or "").startswith(CONFIGS_PKG)]
+    after = (ours or imports)[-1].end_lineno
+    return _insert_after(text, after, f"from {module} import {name}\n")
+
+
+def export_configs(text: str, classes: dict[str, str]) -> Result:
+    """Export classes (name -> defining module) from configs/__init__.py: the
+    import, and the name in __all__ where the file has one."""
+    added = []
+    for name, module in classes.items():
+        tree = ast.parse(text)
+        if not _imported(tree, name) and not any(
+                isinstance(n, ast.ClassDef) and n.name == name for n in tree.body):
+            text = _add_import(text, tree, module, name)
+            added.append(name)
+            tree = ast.parse(text)
+        all_list = _module_list(tree, "__all__")
+        if all_list is not None and name not in {
+                e.value for e in all_list.elts if isinstance(e, ast.Constant)}:
+            text = _append_to_list(text, all_list, [f'"{name}"'])
+            added.append(name)
+    return Result(text, list(dict.fromkeys(added)))
+
+
+def register_configs(text: str, names: list[str]) -> Result:
+    """Add the classes to _CONFIG_REGISTRY, in whichever shape it has here,
+    and import them from sglang.srt.configs where the file does not yet."""
+    tree = ast.parse(text)
+    node = _registry_literal(tree)
+    if node is None:
+        raise MissingAnchor(f"{REGISTRY} assigned a dict, a list or a "
+                            "{cls.model_type: cls for cls in [...]} comprehension")
+    missing = [n for n in names if n not in _registered_names(node)]
+    added = []
+    for name in missing:
+        tree = ast.parse(text)
+        if not _imported(tree, name):
+            text = _add_import(text, tree, CONFIGS_PKG, name)
+        node = _registry_literal(ast.parse(text))
+        item = f"{name}.model_type: {name}" if isinstance(node, ast.Dict) else name
+        text = _append_to_list(text, node, [item])
+        added.append(name)
+    return Result(text, added)
+
+
+def find_registry(read) -> str | None:
+    """The file that assigns _CONFIG_REGISTRY in this tree, newest layout first."""
+    for path in REGISTRY_FILES:
+        data = read(path)
+        if data is None:
+            continue
+        try:
+            tree = ast.parse(data)
+        except SyntaxError:
+            continue
+        if any(isinstance(n, (ast.Assign, ast.AnnAssign)) and REGISTRY in ast.unparse(
+                n.targets[0] if isinstance(n, ast.Assign) else n.target) for n in tree.body):
+            return path
+    return None
+
+
 # --- the unit -----------------------------------------------------------------
 
 
-def plan(ctx: Context, unit: Unit) -> tuple[str, callable]:
-    """(path, function text -> Result) for this unit against this tree."""
+def plan(ctx: Context, unit: Unit) -> list[tuple[str, callable]]:
+    """[(path, function text -> Result)] of this unit against this tree."""
+    if unit.edit == "register-config":
+        return config_plan(ctx.manifest, unit, ctx.stage.read)
     models = [ctx.manifest.model(a) for a in unit.models]
     if unit.edit == "register-multimodal":
-        return MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models])
+        return [(MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models]))]
     if unit.edit == "register-mla":
-        return MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models])
+        return [(MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models]))]
     suite = find_suite(ctx.stage.read)
     if suite is None:
         raise MissingAnchor(
             "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
         )
     path, list_name = suite
-    return path, lambda t: add_model_cases(t, list_name, models)
+    return [(path, lambda t: add_model_cases(t, list_name, models))]
+
+
+def config_plan(manifest, unit: Unit, read) -> list[tuple[str, callable]]:
+    """register-config: the export in configs/__init__.py, then the registry."""
+    defined = manifest.overlay_configs()
+    classes = {}
+    for name in unit.configs:
+        if name not in defined:
+            raise MissingAnchor(f"class {name} in the overlay's files under {CONFIGS_DIR}")
+        classes[name] = defined[name][1]
+    registry = find_registry(read)
+    if registry is None:
+        raise MissingAnchor(f"{REGISTRY} in " + " or ".join(REGISTRY_FILES))
+    return [(CONFIGS_INIT, lambda t: export_configs(t, classes)),
+            (registry, lambda t: register_configs(t, list(classes)))]
 
 
 def apply(ctx: Context, unit: Unit) -> Outcome:
     try:
-        path, edit = plan(ctx, unit)
+        steps = plan(ctx, unit)
     except MissingAnchor as exc:
         return Outcome(CONFLICT, [], f"missing anchor: {exc}")
-    data = ctx.stage.read(path)
-    if data is None:
-        return Outcome(CONFLICT, [path], f"missing anchor: file {path}")
-    text = data.decode("utf-8")
-    try:
-        result = edit(text)
-    except MissingAnchor as exc:
-        return Outcome(CONFLICT, [path], f"missing anchor in {path}: {exc}")
-    except SyntaxError as exc:
-        return Outcome(CONFLICT, [path], f"cannot parse {path}: {exc}")
-    if not result.added:
-        return Outcome(ALREADY_UPSTREAM, [path], "every entry is already there")
-    ast.parse(result.text)  # the edit must leave valid Python
-    mode = (ctx.stage.entry(path) or ("100644", ""))[0]
-    ctx.stage.write(path, result.text.encode("utf-8"), mode)
-    return Outcome(APPLIED, [path], "added " + ", ".join(result.added))
+    paths = [p for p, _ in steps]
+    results = []
+    for path, edit in steps:
+        data = ctx.stage.read(path)
+        if data is None:
+            return Outcome(CONFLICT, [path], f"missing anchor: file {path}")
+        try:
+            result = edit(data.decode("utf-8"))
+        except MissingAnchor as exc:
+            return Outcome(CONFLICT, [path], f"missing anchor in {path}: {exc}")
+        except SyntaxError as exc:
+            return Outcome(CONFLICT, [path], f"cannot parse {path}: {exc}")
+        ast.parse(result.text)  # the edit must leave valid Python
+        results.append((path, result))
+    if not any(r.added for _, r in results):
+        return Outcome(ALREADY_UPSTREAM, paths, "every entry is already there")
+    for path, result in results:
+        if result.added:
+            mode = (ctx.stage.entry(path) or ("100644", ""))[0]
+            ctx.stage.write(path, result.text.encode("utf-8"), mode)
+    added = list(dict.fromkeys(a for _, r in results for a in r.added))
+    return Outcome(APPLIED, [p for p, r in results if r.added], "added " + ", ".join(added))
 
 
 # --- reading the registrations back (used by lint) ---------------------------
