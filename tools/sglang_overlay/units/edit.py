@@ -512,6 +512,27 @@ def multimodal_archs(text: str) -> set[str] | None:
     return {e.value for e in node.elts if isinstance(e, ast.Constant)}
 
 
+def registered_configs(text: str) -> tuple[set[str], set[str]]:
+    """(class names, literal model_type keys) in this file's _CONFIG_REGISTRY:
+    the literal, and `_CONFIG_REGISTRY["x"] = Cls` anywhere in the module."""
+    tree = ast.parse(text)
+    node = _registry_literal(tree)
+    names = _registered_names(node) if node is not None else set()
+    keys = set()
+    if isinstance(node, ast.Dict):
+        keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and len(n.targets) == 1:
+            t = n.targets[0]
+            if (isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                    and t.value.id == REGISTRY):
+                if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                    keys.add(t.slice.value)
+                if isinstance(n.value, ast.Name):
+                    names.add(n.value.id)
+    return names, keys
+
+
 def mla_archs(text: str) -> set[str]:
     """Architectures tested in ModelConfig's MLA branch (DeepSeek's); empty if
     that branch cannot be identified."""
