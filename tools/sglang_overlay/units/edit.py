@@ -441,14 +441,19 @@ def find_registry(read) -> str | None:
 
 def plan(ctx: Context, unit: Unit) -> list[tuple[str, callable]]:
     """[(path, function text -> Result)] of this unit against this tree."""
+    return plan_on(ctx.manifest, unit, ctx.stage.read)
+
+
+def plan_on(manifest, unit: Unit, read) -> list[tuple[str, callable]]:
+    """plan() on any tree: read(path) -> bytes or None."""
     if unit.edit == "register-config":
-        return config_plan(ctx.manifest, unit, ctx.stage.read)
-    models = [ctx.manifest.model(a) for a in unit.models]
+        return config_plan(manifest, unit, read)
+    models = [manifest.model(a) for a in unit.models]
     if unit.edit == "register-multimodal":
         return [(MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models]))]
     if unit.edit == "register-mla":
         return [(MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models]))]
-    suite = find_suite(ctx.stage.read)
+    suite = find_suite(read)
     if suite is None:
         raise MissingAnchor(
             "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
@@ -499,6 +504,16 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
             ctx.stage.write(path, result.text.encode("utf-8"), mode)
     added = list(dict.fromkeys(a for _, r in results for a in r.added))
     return Outcome(APPLIED, [p for p, r in results if r.added], "added " + ", ".join(added))
+
+
+def already_upstream(manifest, unit: Unit, read) -> bool:
+    """Whether this tree already has every entry the unit adds."""
+    try:
+        steps = plan_on(manifest, unit, read)
+        return all(read(path) is not None and not fn(read(path).decode("utf-8")).added
+                   for path, fn in steps)
+    except (MissingAnchor, SyntaxError):
+        return False
 
 
 # --- reading the registrations back (used by lint) ---------------------------
