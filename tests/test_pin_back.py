@@ -51,3 +51,33 @@ def test_pin_back_without_history_refuses_and_writes_nothing(tmp_path, upstream,
     ok = overlay("-C", root, "upgrade", "--to", "v0.5.2", "--json", cache=shared_cache)
     assert ok.rc == 0, ok.err
     assert ok.json["units"][0]["action"] == "retired earlier"
+
+
+def test_provides_note_comes_from_the_trees_and_counts_like_git(tmp_path, upstream,
+                                                               shared_cache):
+    """With a lint error in every cell, the note still names the first release
+    with upstream's opt.py, and its +/- are `git diff --numstat`'s."""
+    root = copy_repo_overlay(tmp_path / "ov", upstream, commit=False)
+    opt = root / OPT
+    opt.write_text(opt.read_text() + "\n\nLAYER = RowParallelLinear(1, 2, no_such_keyword=3)\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "overlay")
+    r = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--sglang-ref", "v0.5.3",
+                "--json", cache=shared_cache)
+    assert r.rc == 1
+    cells = next(u for u in r.json["units"] if u["name"] == "opt-model")["cells"]
+    assert {c["status"] for c in cells.values()} == {"lint-error"}
+    theirs = tmp_path / "theirs.py"
+    theirs.write_text(git(upstream, "show", "v0.5.3:python/sglang/srt/models/opt.py", raw=True))
+    added, removed, _ = _numstat(tmp_path, theirs, opt)
+    note = next(n for n in r.json["notes"] if n.startswith("opt-model: upstream provides"))
+    assert " from v0.5.2 on " in note and f"(+{added} -{removed})" in note
+
+
+def _numstat(cwd, a, b):
+    import subprocess
+
+    out = subprocess.run(["git", "diff", "--no-index", "--numstat", str(a), str(b)], cwd=cwd,
+                         capture_output=True, text=True).stdout.split()
+    return out[0], out[1], out[2]
