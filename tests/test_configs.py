@@ -139,3 +139,46 @@ def test_example_checks_clean_on_every_release(tmp_path, upstream, shared_cache)
     for u in r.json["units"]:
         assert {c["status"] for c in u["cells"].values()} == {"applied"}, u
     assert not any(r.json["lint"].values())
+
+
+def test_capture_of_a_config_class_round_trips(tmp_path, upstream, shared_cache):
+    """A fork of the newest release that adds a config class, exports it and
+    registers it by hand: a files unit plus a register-config edit, and
+    applying them gives the fork's tree."""
+    fork = tmp_path / "fork"
+    git(tmp_path, "clone", "-q", str(upstream), str(fork))
+    git(fork, "checkout", "-q", "-b", "mine", "v0.5.23")
+    (fork / CONFIG).write_bytes((EXAMPLE / "overlay" / CONFIG).read_bytes())
+    init = fork / edit.CONFIGS_INIT
+    init.write_text(init.read_text()
+                    .replace("from sglang.srt.configs.zaya import ZayaConfig\n",
+                             "from sglang.srt.configs.zaya import ZayaConfig\n"
+                             f"from {MODULE} import MyMLAConfig\n")
+                    .replace('    "ZayaConfig",\n]', '    "ZayaConfig",\n    "MyMLAConfig",\n]'))
+    reg = fork / SHAPES[-1][1]
+    reg.write_text(reg.read_text()
+                   .replace("    XllmConfig,\n)\n", "    XllmConfig,\n    MyMLAConfig,\n)\n")
+                   .replace("        XllmConfig,\n    ]\n}",
+                            "        XllmConfig,\n        MyMLAConfig,\n    ]\n}"))
+    git(fork, "add", "-A")
+    git(fork, "commit", "-qm", "MyMLAConfig")
+    root = tmp_path / "captured"
+    assert overlay("init", root, "--upstream", upstream, "--sglang-ref", "v0.5.23",
+                   cache=shared_cache).rc == 0
+    r = overlay("-C", root, "capture", "--from", fork, "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    units = {u["name"]: u for u in r.json["units"]}
+    assert [u["kind"] for u in r.json["units"]] == ["files", "edit"], units
+    assert 'configs = ["MyMLAConfig"]' in (root / "overlay.toml").read_text()
+    a = overlay("-C", root, "apply", "--no-lint", "--sglang-ref", "v0.5.23", "--json",
+                cache=shared_cache)
+    assert a.rc == 0, a.err + a.out
+    assert a.json["tree"] == git(fork, "rev-parse", "HEAD^{tree}")
+    # the same fork with one more change to the registry file stays exact: a patch
+    reg.write_text(reg.read_text() + "# mine\n")
+    git(fork, "commit", "-qam", "more")
+    again = tmp_path / "again"
+    assert overlay("init", again, "--upstream", upstream, "--sglang-ref", "v0.5.23",
+                   cache=shared_cache).rc == 0
+    r2 = overlay("-C", again, "capture", "--from", fork, "--json", cache=shared_cache)
+    assert r2.rc == 0 and "edit" not in [u["kind"] for u in r2.json["units"]]
