@@ -163,10 +163,7 @@ def test_capture_of_a_config_class_round_trips(tmp_path, upstream, shared_cache)
     git(fork, "add", "-A")
     git(fork, "commit", "-qm", "MyMLAConfig")
     root = tmp_path / "captured"
-    assert overlay("init", root, "--upstream", upstream, "--sglang-ref", "v0.5.23",
-                   cache=shared_cache).rc == 0
-    r = overlay("-C", root, "capture", "--from", fork, "--json", cache=shared_cache)
-    assert r.rc == 0, r.err
+    r = captured(root, fork, upstream, shared_cache)
     units = {u["name"]: u for u in r.json["units"]}
     assert [u["kind"] for u in r.json["units"]] == ["files", "edit"], units
     assert 'configs = ["MyMLAConfig"]' in (root / "overlay.toml").read_text()
@@ -177,8 +174,14 @@ def test_capture_of_a_config_class_round_trips(tmp_path, upstream, shared_cache)
     # the same fork with one more change to the registry file stays exact: a patch
     reg.write_text(reg.read_text() + "# mine\n")
     git(fork, "commit", "-qam", "more")
-    again = tmp_path / "again"
-    assert overlay("init", again, "--upstream", upstream, "--sglang-ref", "v0.5.23",
-                   cache=shared_cache).rc == 0
-    r2 = overlay("-C", again, "capture", "--from", fork, "--json", cache=shared_cache)
-    assert r2.rc == 0 and "edit" not in [u["kind"] for u in r2.json["units"]]
+    r2 = captured(tmp_path / "again", fork, upstream, shared_cache)
+    assert "edit" not in [u["kind"] for u in r2.json["units"]]
+
+
+def captured(root: Path, fork: Path, upstream: Path, cache: Path):
+    """`overlay init` on v0.5.23, then `overlay capture --from fork`."""
+    assert overlay("init", root, "--upstream", upstream, "--sglang-ref", "v0.5.23",
+                   cache=cache).rc == 0
+    r = overlay("-C", root, "capture", "--from", fork, "--json", cache=cache)
+    assert r.rc == 0, r.err
+    return r
