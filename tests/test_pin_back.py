@@ -27,6 +27,7 @@ def test_pin_back_brings_retired_units_back(tmp_path, upstream, shared_cache):
     units = {u["name"]: u for u in back.json["units"]}
     assert units["opt-model"]["action"].startswith("brought back")
     assert units["opt-test-case"]["action"].startswith("brought back")
+    assert back.json["revived"] == ["opt-model", "opt-test-case"]
     # the same tree as before the round trip
     assert back.json["tree"] == first.json["tree"]
     changelog = (root / "CHANGELOG.md").read_text()

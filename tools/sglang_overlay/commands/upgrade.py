@@ -155,7 +155,8 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
         "units": [{**r.to_json(), "status": statuses[r.unit.name],
                    "action": actions[r.unit.name]} for r in first.results],
-        "retired": retired, "regenerated": regenerated, "changed_files": changed,
+        "retired": retired, "regenerated": regenerated, "revived": list(revived),
+        "changed_files": changed,
         **out.to_json(), "exit_code": code,
     }
     if as_json:
