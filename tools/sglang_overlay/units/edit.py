@@ -430,9 +430,11 @@ def find_registry(read) -> str | None:
             tree = ast.parse(data)
         except SyntaxError:
             continue
-        if any(isinstance(n, (ast.Assign, ast.AnnAssign)) and REGISTRY in ast.unparse(
-                n.targets[0] if isinstance(n, ast.Assign) else n.target) for n in tree.body):
-            return path
+        for n in tree.body:
+            targets = n.targets if isinstance(n, ast.Assign) else \
+                [n.target] if isinstance(n, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == REGISTRY for t in targets):
+                return path
     return None
 
 
