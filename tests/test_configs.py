@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import git, overlay, upstream_file, write_overlay
+from helpers import amend, git, overlay, upstream_file
 from sglang_overlay.errors import BadInput
 from sglang_overlay.manifest import load
 from sglang_overlay.units import edit
@@ -126,6 +126,27 @@ def test_manifest_config_keys_are_validated(change, key, problem, tmp_path):
         load(root)
     assert f".{key}" in str(exc.value) and problem in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_refresh_keeps_register_config_and_refuses_hand_edits(tmp_path, upstream,
+                                                              shared_cache):
+    root = example(tmp_path, lambda t: t.replace(
+        'url = "https://github.com/sgl-project/sglang.git"', f'url = "{upstream}"'))
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "example")
+    a = overlay("-C", root, "apply", "--no-lint", cache=shared_cache)
+    assert a.rc == 0, a.err
+    wt = root / "sglang-v0.5.1"
+    assert "MyMLAConfig.model_type: MyMLAConfig" in (wt / SHAPES[0][1]).read_text()
+    same = overlay("-C", root, "refresh", "--json", cache=shared_cache)
+    assert same.rc == 0, same.err
+    assert {u["action"] for u in same.json["units"]} == {"unchanged"}
+    reg = wt / SHAPES[0][1]
+    amend(wt, "register-my-mla-config", lambda: reg.write_text(reg.read_text() + "# mine\n"))
+    r = overlay("-C", root, "refresh", "--json", cache=shared_cache)
+    assert r.rc == 1
+    assert any("register-my-mla-config" in f and "by hand" in f for f in r.json["findings"])
 
 
 def test_example_checks_clean_on_every_release(tmp_path, upstream, shared_cache):
