@@ -161,6 +161,21 @@ def overlay_snapshot(root: Path) -> dict:
             if not k.startswith(("sglang-", ".sglang-", ".overlay/"))}
 
 
+def read_manifest(root: Path) -> dict:
+    """The manifest, parsed (not grepped)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    return tomllib.loads((root / "overlay.toml").read_text())
+
+
+def manifest_units(root: Path) -> dict:
+    """The manifest's units by name."""
+    return {u["name"]: u for u in read_manifest(root)["unit"]}
+
+
 def unit_commit(wt, name):
     return git(wt, "log", "--format=%H", f"--grep=Overlay-Unit: {name}", "-1")
 

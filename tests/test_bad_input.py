@@ -108,6 +108,10 @@ def test_the_good_overlay_used_above_applies(tmp_path, upstream, shared_cache):
     root = write_overlay(tmp_path / "ov", upstream, good_units(), good_files(upstream))
     r = overlay("-C", root, "apply", "--json", cache=shared_cache)
     assert r.rc == 0, r.err
+    # so each breaker above is what makes its case bad input
+    assert {u["name"]: u["status"] for u in r.json["units"]} == {
+        "my-model": "applied", "fix": "applied"}
+    assert (root / "sglang-v0.5.1" / MODEL).read_text() == MODEL_FILE
 
 
 def test_usage_error_is_exit_2(tmp_path):

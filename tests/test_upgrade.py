@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import realcases
 from helpers import (
@@ -166,9 +167,12 @@ def test_refresh_abort_drops_the_unfinished_upgrade(tmp_path, upstream, shared_c
     (res / "scratch.txt").write_text("my notes\n")
     blocked = overlay("-C", root, "upgrade", "--to", "v0.5.3", cache=shared_cache)
     assert blocked.rc == 2 and "refresh --continue" in blocked.err
+    common = Path(git(res, "rev-parse", "--path-format=absolute", "--git-common-dir"))
     r = overlay("-C", root, "refresh", "--abort", "--json", cache=shared_cache)
     assert r.rc == 0 and r.json["aborted"] == "upgrade"
-    assert r.json["backup"]  # the notes in the resolution worktree were kept
+    # the notes in the resolution worktree were kept, in the backup ref it names
+    assert r.json["backup"].startswith("refs/overlay-backups/")
+    assert git(common, "show", f"{r.json['backup']}:scratch.txt", raw=True) == "my notes\n"
     assert not res.exists() and overlay_snapshot(root) == before
     none = overlay("-C", root, "refresh", "--continue", cache=shared_cache)
     assert none.rc == 2 and "no apply or upgrade" in none.err

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import BAD_INPUT, INTERNAL, OverlayError
+from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, OverlayError
 
 
 @dataclass
@@ -250,24 +250,31 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="overlay", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("overlay: aborted", err=True)
-        return BAD_INPUT
+    except click.exceptions.Abort:  # click's form of Ctrl-C (or end of input at a prompt)
+        click.echo("overlay: interrupted", err=True)
+        return INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"overlay: {_usage_line(exc)}", err=True)
         return BAD_INPUT
     except OverlayError as exc:
         click.echo(f"overlay: {exc.line()}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("overlay: interrupted", err=True)
-        return BAD_INPUT
+        return INTERRUPTED
     except Exception:  # a bug: say so, with the traceback
         traceback.print_exc()
         click.echo("overlay: internal error (this is a bug; please report it "
                    "with the traceback above)", err=True)
         return INTERNAL
     return rv if isinstance(rv, int) else 0
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    """Click's usage error as the one line every bad input gets, with the fix."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "overlay"
+    return f"{exc.format_message()} (fix: see `{command} --help`)"
 
 
 def entry() -> None:

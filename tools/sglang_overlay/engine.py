@@ -128,10 +128,11 @@ class Session:
         self.manifest = manifest
         self.cache = cache
         self.offline = offline
-        self.url = normalize_url(upstream or manifest.upstream_url, base=Path.cwd())
+        self.url = normalize_url(upstream or manifest.upstream_url, base=Path.cwd(),
+                                 must_exist=not offline)
         manifest_url = manifest.upstream_url
         if not manifest_url.startswith(("http://", "https://", "git@", "ssh://", "file://", "git://")):
-            manifest_url = normalize_url(manifest_url, base=manifest.root)
+            manifest_url = normalize_url(manifest_url, base=manifest.root, must_exist=not offline)
         self.is_manifest_upstream = self.url == manifest_url
         self.mirror = cache.mirror(self.url)
         self.workspace = cache.workspace(self.mirror, manifest.root)

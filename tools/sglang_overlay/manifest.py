@@ -287,7 +287,7 @@ class _Checker:
         if not value or value.startswith("/") or re.match(r"^[A-Za-z]:", value):
             self.fail(key, f"path '{value}' is absolute",
                       f"write it relative to {what}")
-        if "\\" in value or ".." in p.parts or "." in p.parts:
+        if "\\" in value or ".." in p.parts or "." in value.split("/"):
             self.fail(key, f"path '{value}' climbs out with '..' or is not normalized",
                       f"write a plain path inside {what}")
         return p.as_posix()
@@ -590,16 +590,21 @@ def _edit(text: str, change) -> str:
     return tomlkit.dumps(doc)
 
 
-def with_lock(text: str, ref: str, commit: str) -> str:
-    """Pin ref and lock it at commit."""
+def with_lock(text: str, ref: str, commit: str | None, url: str | None = None) -> str:
+    """Pin ref and lock it at commit (None: no lock); with url, set the upstream too."""
 
     def change(doc):
         import tomlkit
 
         if "upstream" not in doc:
             doc["upstream"] = tomlkit.table()
+        if url is not None:
+            doc["upstream"]["url"] = url
         doc["upstream"]["ref"] = ref
-        doc["upstream"]["commit"] = commit
+        if commit is None:
+            doc["upstream"].pop("commit", None)
+        else:
+            doc["upstream"]["commit"] = commit
 
     return _edit(text, change)
 

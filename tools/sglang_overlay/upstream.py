@@ -9,8 +9,11 @@ else ``~/.cache/sglang-overlay``)::
                                     branches and worktrees; objects are
                                     borrowed from the mirror (alternates)
 
-Only what a ref needs is fetched: a depth-1 fetch of the ref, and, when a
-patch needs a 3-way merge, a depth-1 fetch of the commit it was made on.
+Only what a ref needs is fetched: a depth-1 fetch of the ref; for a patch
+that needs a 3-way merge, the blobs it was made on (by object id where the
+server allows it, else a depth-1 fetch of the pinned commit); and a depth-1
+fetch of the pinned commit when a files unit replaces a file that a ref other
+than the pin has (was the file new at the pin?), and always in ``overlay check``.
 The locks are ``flock`` locks, released by the kernel when a process dies, so
 ``kill -9`` never leaves a stale lock behind.
 """
@@ -52,19 +55,24 @@ def _slug(text: str, extra: str = "") -> str:
     return f"{name}-{digest}"
 
 
-def normalize_url(url_or_path: str, base: Path | None = None) -> str:
-    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs."""
+def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool = True) -> str:
+    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs.
+
+    must_exist=False (offline: only the cache is read) accepts a local path
+    that is gone; the cache keeps its mirror under the same URL.
+    """
     if re.match(r"^[a-z][a-z0-9+.-]*://", url_or_path) or re.match(
         r"^[\w.-]+@[\w.-]+:", url_or_path
     ):
-        if url_or_path.startswith("file://"):
+        if url_or_path.startswith("file://") and must_exist:
             _require_local_repo(Path(url_or_path[len("file://"):]), url_or_path)
         return url_or_path
     path = Path(url_or_path).expanduser()
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     path = path.resolve()
-    _require_local_repo(path, url_or_path)
+    if must_exist:
+        _require_local_repo(path, url_or_path)
     return "file://" + str(path)
 
 

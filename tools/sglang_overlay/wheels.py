@@ -207,14 +207,15 @@ class WheelContents:
 
         path = Path(path)
         try:
-            _name, _ver, _build, _tags = parse_wheel_filename(path.name)
+            _name, _version, build_tag, _tags = parse_wheel_filename(path.name)
         except InvalidWheelFilename as exc:
             raise BadInput(f"{path}: not a wheel ({exc})",
                            "pass a .whl file named name-version-tags.whl") from None
-        stem = path.name[: -len(".whl")]
-        parts = stem.split("-")
+        # parse_wheel_filename validated the name; keep its parts as spelled,
+        # since the file name and the .dist-info directory are written back
+        parts = path.name[: -len(".whl")].split("-")
         name, version, tags = parts[0], parts[1], "-".join(parts[-3:])
-        build = parts[2] if len(parts) == 6 else None
+        build = parts[2] if build_tag else None
         entries: dict[str, tuple[bytes, int]] = {}
         try:
             with WheelFile(path) as wf:

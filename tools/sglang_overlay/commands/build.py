@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import click
+from packaging.utils import canonicalize_name
 
 from .. import report, wheels
 from ..engine import progress
@@ -40,7 +41,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     if repack is not None:
         repack = opts.path(repack)
         upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
-        if _canonical(upstream_wheel.name) != wheels.PACKAGE:
+        if canonicalize_name(upstream_wheel.name) != wheels.PACKAGE:
             raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
                            "pass upstream's sglang wheel, e.g. `pip download --no-deps "
                            "--only-binary :all: sglang==<version>`")
@@ -184,12 +185,6 @@ def _same_version(a: str, b: str) -> bool:
         return Version(a) == Version(b)
     except InvalidVersion:
         return a == b
-
-
-def _canonical(name: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path):

@@ -242,7 +242,7 @@ def _config_edits(g, ch, label, taken, new_models):
             continue
         for a in archs:
             new_models.setdefault(a, {"architecture": a})[flag] = True
-        name = export.slug(op.replace("register-", "register-") + "-archs", taken)
+        name = export.slug(op + "-archs", taken)
         taken.add(name)
         out.append(({"name": name, "kind": "edit",
                      "description": f"{op}: {', '.join(archs)} (captured from {label})",

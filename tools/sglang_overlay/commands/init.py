@@ -8,19 +8,15 @@ import click
 
 from ..errors import OK, BadInput
 from ..gitutil import Git
-from ..manifest import MANIFEST_NAME
+from ..manifest import MANIFEST_NAME, with_lock
 from ..upstream import Cache, normalize_url
 
-MANIFEST_TEMPLATE = """\
+MANIFEST_HEADER = """\
 # sglang-overlay manifest: the upstream, its pinned ref and lock, and the
 # ordered units (files | patch | edit) the overlay applies on top of it.
 # See `overlay --help`; units are added by `overlay capture`, `overlay
 # refresh`, or by hand.
 
-[upstream]
-url = "{url}"
-ref = "{ref}"
-commit = "{commit}"
 """
 
 GITIGNORE = """\
@@ -49,7 +45,7 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / MANIFEST_NAME).write_text(
-        MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit))
+        with_lock(MANIFEST_HEADER, sglang_ref, resolved.commit, url=stored))
     for sub in ("overlay", "patches"):
         (dest / sub).mkdir(exist_ok=True)
         (dest / sub / ".gitkeep").touch()

@@ -54,8 +54,7 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
     if not ref:
         raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
                        'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
-    standin = standin_suite or (Path(os.environ[STANDIN_ENV]) if os.environ.get(STANDIN_ENV)
-                                else None)
+    standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN
         suite, checkout = _standin_suite(opts.path(standin)), None

@@ -135,8 +135,9 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         if u.name in revived:
             actions[u.name] = f"brought back (applied upstream only in {u.applied_upstream})"
     retired = list(retire)
+    # no lock when the upstream was overridden with --upstream
     lock_commit = base.commit if session.is_manifest_upstream else None
-    text = with_lock(text, to_ref, lock_commit) if lock_commit else _pin_only(text, to_ref)
+    text = with_lock(text, to_ref, lock_commit)
     tx.write(MANIFEST_NAME, text.encode())
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
@@ -199,9 +200,10 @@ def _accept(name: str, files: list[str], detail: str, to_ref: str, yes: bool) ->
         return True
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
+    # on stderr, so that stdout is only the report (--json stays parseable)
     return click.confirm(
         f"{to_ref} has its own {', '.join(files)} ({detail}). Retire unit '{name}' and use "
-        "upstream's?", default=False)
+        "upstream's?", default=False, err=True)
 
 
 def _why(r) -> str:
@@ -212,16 +214,6 @@ def _why(r) -> str:
     if r.stale:
         return "applied at an offset"
     return "its base changed"
-
-
-def _pin_only(text: str, ref: str) -> str:
-    """Move the pin without a lock (the upstream was overridden with --upstream)."""
-    import tomlkit
-
-    doc = tomlkit.parse(text)
-    doc["upstream"]["ref"] = ref
-    doc["upstream"].pop("commit", None)
-    return tomlkit.dumps(doc)
 
 
 def _first_release(session, unit, from_ref, to_ref) -> str:

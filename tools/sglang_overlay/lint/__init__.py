@@ -22,6 +22,8 @@ config consistency
                            or a model's declared config is defined nowhere
   config-model-type-duplicate  an overlay config's model_type already belongs
                            to an upstream config class
+syntax
+  syntax-error           an overlay file does not parse
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 from ..units import edit as edits
 from .facts import REGISTRY_MODULE, FactsCache
-from .tree import PY_ROOT, DirTree, GitTree, Modules
+from .tree import PY_ROOT, GitTree, Modules
 
 MODELS_DIR = PY_ROOT + "sglang/srt/models/"
 MODELS_PKG = "sglang.srt.models"
@@ -374,4 +376,4 @@ def lint_build(session, build) -> list[Finding]:
     return lint_tree(session.manifest, tree, session.cache.root / "lint-facts.sqlite")
 
 
-__all__ = ["Finding", "lint_tree", "lint_build", "GitTree", "DirTree"]
+__all__ = ["Finding", "lint_tree", "lint_build", "GitTree"]
