@@ -1,10 +1,14 @@
 """`overlay upgrade --to REF`: move the pin to a new upstream ref.
 
+0. Moving the pin back before a unit's applied-upstream brings the unit back
+   (pinback.py): its files from the overlay repository's git history, or a
+   refusal (exit 2) with nothing written.
 1. Build the overlay on REF. A conflict stops here: a resolution worktree
    is left and `overlay refresh --continue` finishes the upgrade later.
 2. Retire units upstream caught up with: `already-upstream` ones always,
    `upstream-provides` ones when the user accepts (asked on a terminal;
-   --yes accepts all). The manifest records applied-upstream = REF.
+   --yes accepts all). The manifest records applied-upstream = the first
+   release whose tree has the change (releases.py), REF when unknown.
 3. Regenerate every patch whose export against REF differs from the stored
    one (it needed a 3-way merge or an offset, or its base blobs moved), so it
    applies cleanly again; headers are kept.
