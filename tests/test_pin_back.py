@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import realcases
 from helpers import copy_repo_overlay, git, overlay, overlay_snapshot, write_overlay
 
 OPT = "overlay/python/sglang/srt/models/opt.py"
@@ -35,6 +36,27 @@ def test_pin_back_brings_retired_units_back(tmp_path, upstream, shared_cache):
     assert "brought back `opt-model` (applied upstream only in v0.5.2)" in changelog
     text = overlay("-C", root, "apply", cache=shared_cache)
     assert text.rc == 0 and "opt-model" in text.out
+
+
+def test_a_retired_patch_names_its_first_release_and_comes_back(tmp_path, upstream,
+                                                                 shared_cache):
+    """Upstream's own v0.5.1 -> v0.5.2 change, carried as a patch: retired on the
+    way to v0.5.3 as applied upstream in v0.5.2, back from history for v0.5.1."""
+    patch = realcases.upstreamed_patch(upstream)
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "allocator", "kind": "patch", "description": "allocator",
+         "patch": "patches/allocator.patch"},
+    ], {"patches/allocator.patch": patch})
+    up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--json", cache=shared_cache)
+    assert up.rc == 0, up.err
+    assert 'applied-upstream = "v0.5.2"' in (root / "overlay.toml").read_text()
+    assert not (root / "patches/allocator.patch").exists()
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "upgrade")
+    back = overlay("-C", root, "upgrade", "--to", "v0.5.1", "--json", cache=shared_cache)
+    assert back.rc == 0, back.err
+    assert (root / "patches/allocator.patch").read_bytes() == patch
+    assert back.json["units"][0]["status"] == "applied"
 
 
 def test_pin_back_without_history_refuses_and_writes_nothing(tmp_path, upstream, shared_cache):

@@ -8,7 +8,7 @@
 2. Retire units upstream caught up with: `already-upstream` ones always,
    `upstream-provides` ones when the user accepts (asked on a terminal;
    --yes accepts all). The manifest records applied-upstream = the first
-   release whose tree has the change (releases.py), REF when unknown.
+   release whose tree has the change (releases.py), REF when it cannot tell.
 3. Regenerate every patch whose export against REF differs from the stored
    one (it needed a 3-way merge or an offset, or its base blobs moved), so it
    applies cleanly again; headers are kept.
@@ -22,7 +22,9 @@ Finally the new overlay is applied to REF's worktree.
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import click
 
@@ -32,6 +34,7 @@ from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
+from ..units import Stage
 from ..units import edit as edits
 from ..versions import version_key
 from . import open_overlay
@@ -223,7 +226,8 @@ def _why(r) -> str:
 def _first_release(session, unit, from_ref, to_ref) -> str:
     """Where upstream first had a retired unit's change, from the trees of the
     releases after the old pin: for a files unit the first with its files, for
-    an edit unit the first with every entry; else (a patch) REF itself."""
+    an edit unit the first with every entry, for a patch the first it
+    reverse-applies on; REF when that cannot be told."""
     m = session.manifest
     if unit.kind == "files":
         paths = m.unit_files(unit)
@@ -234,7 +238,12 @@ def _first_release(session, unit, from_ref, to_ref) -> str:
                 else None
             return edits.already_upstream(m, unit, read)
     else:
-        return to_ref
+        patch = session.patch_file(unit)
+
+        def holds(g, c):
+            with tempfile.TemporaryDirectory(prefix="overlay-first-") as tmp:
+                stage = Stage(g, Path(tmp) / "index", c)
+                return stage.apply(patch, "--reverse", "--check").ok
     return releases.first_release(session, holds, from_ref, to_ref) or to_ref
 
 
