@@ -87,21 +87,27 @@ def test_lint_config_unregistered_and_duplicate(tmp_path, upstream, shared_cache
     def drop_edit(text):
         start = text.index('name = "register-my-mla-config"') - len("[[unit]]\n")
         end = text.index("[[unit]]", start + 10)
-        return text[:start] + text[end:]
+        return (text[:start] + text[end:]).replace('config = "MyMLAConfig"',
+                                                   'config = "NoSuchConfig"')
     root = example(tmp_path, drop_edit)
     cfg = root / "overlay" / CONFIG
     cfg.write_text(cfg.read_text().replace('model_type = "my_mla"', 'model_type = "exaone"'))
     r = overlay("-C", root, "lint", "--upstream", upstream, "--json", cache=shared_cache)
     assert r.rc == 1, r.err
-    found = {f["rule"]: f for f in r.json["findings"] if f["rule"].startswith("config-")}
+    found = {(f["rule"], f["path"]): f for f in r.json["findings"]
+             if f["rule"].startswith("config-")}
     line = next(i for i, l in enumerate(cfg.read_text().splitlines(), 1)
                 if l.startswith("class MyMLAConfig"))
-    un = found["config-unregistered"]
+    un = found["config-unregistered", f"overlay/{CONFIG}"]
     assert (un["path"], un["line"]) == (f"overlay/{CONFIG}", line)
     assert "MyMLAConfig" in un["message"] and "hf_transformers_utils.py" in un["message"]
     assert 'configs = ["MyMLAConfig"]' in un["fix"]
-    dup = found["config-model-type-duplicate"]
+    dup = found["config-model-type-duplicate", f"overlay/{CONFIG}"]
     assert "'exaone'" in dup["message"] and "ExaoneConfig" in dup["message"]
+    declared = found["config-unregistered", "overlay.toml"]
+    assert 'config = "NoSuchConfig"' in declared["message"]
+    assert declared["unit"] == "my-mla-model"
+    assert len(found) == 3
 
 
 @pytest.mark.parametrize("change,key,problem", [
