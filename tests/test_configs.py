@@ -212,3 +212,18 @@ def captured(root: Path, fork: Path, upstream: Path, cache: Path):
     r = overlay("-C", root, "capture", "--from", fork, "--json", cache=cache)
     assert r.rc == 0, r.err
     return r
+
+
+def test_a_nested_sub_config_is_not_asked_to_register():
+    from sglang_overlay.lint import _nested_names
+
+    src = b'''
+class MyVisionConfig(PretrainedConfig):
+    model_type = "my_vision"
+
+
+class MyVLConfig(PretrainedConfig):
+    model_type = "my_vl"
+    sub_configs = {"vision_config": MyVisionConfig}
+'''
+    assert _nested_names(src, {"MyVisionConfig", "MyVLConfig"}) == {"MyVisionConfig"}
