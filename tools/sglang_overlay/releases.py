@@ -7,7 +7,8 @@ which other findings (a lint error) can hide.
 
 from __future__ import annotations
 
-from .gitutil import Git
+from .errors import BadInput
+from .gitutil import Git, GitError
 from .versions import version_key
 
 
@@ -44,10 +45,9 @@ def first_holding(revs: list[tuple[str, str]], holds) -> str | None:
 def first_release(session, holds, after: str | None, upto: str) -> str | None:
     """The first upstream release in (after, upto] from which on holds(git,
     commit) is true, walking the tags in version order; None when that cannot
-    be told (no tags, offline without them, or upto itself fails)."""
-    from .errors import BadInput
-    from .gitutil import GitError
-
+    be told (offline, no tags, or upto itself fails)."""
+    if session.offline:  # listing upstream's tags is a network call
+        return None
     try:
         candidates = between(session.mirror.list_tags(), after, upto)
         if not candidates:
