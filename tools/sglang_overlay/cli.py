@@ -145,7 +145,8 @@ def check(opts: Options, **kwargs) -> int:
 @json_option
 @pass_options
 def upgrade(opts: Options, **kwargs) -> int:
-    """Move the pin to REF: retire upstreamed units, regenerate stale patches."""
+    """Move the pin to REF, newer or older: retire upstreamed units, bring back
+    those an older REF needs again, regenerate stale patches."""
     from .commands import upgrade as cmd
 
     return cmd.run(opts, **kwargs)

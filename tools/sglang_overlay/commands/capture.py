@@ -7,6 +7,10 @@ the pinned ref). Against it:
   * additions to multimodal_model_archs or the MLA branch of ModelConfig
     become edit units when the edit reproduces the fork's file exactly
     (otherwise a patch), and new model modules are declared as [[model]];
+  * a new config class (a new file under python/sglang/srt/configs/) that the
+    fork exports from configs/__init__.py and adds to _CONFIG_REGISTRY becomes
+    a register-config edit unit, again only when the edit reproduces both
+    files exactly;
   * deleted files, binary and mode-only changes are captured too and
     reported, never dropped silently.
 `overlay apply --sglang-ref <base>` then rebuilds the fork's tree exactly.
@@ -61,6 +65,10 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         raise BadInput(f"the fork {label} has no changes against {base_ref} ({merge_base[:12]})",
                        "pass --from the fork's checkout or branch")
     new_models: dict[str, dict] = {}
+    config_unit = _config_registration(g, changes, merge_base, label, taken)
+    if config_unit:
+        fields, row, consumed = config_unit
+        changes = [ch for ch in changes if ch.path not in consumed]
     # files units first, then patches, then edits (the repository's own order)
     buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
 
@@ -136,6 +144,8 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
                   "patch": patch},
                  [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
 
+    if config_unit:
+        add_unit(fields, row)
     for kind in ("files", "patch", "edit"):
         for fields, row in buckets[kind]:
             text = with_unit(text, {**fields, "forwarded": "no"})
@@ -239,6 +249,50 @@ def _config_edits(g, ch, label, taken, new_models):
                      "edit": op, "models": archs},
                     [name, "edit", edits.MODEL_CONFIG, f"{op} {', '.join(archs)}"]))
     return out
+
+
+def _config_registration(g, changes, merge_base, label, taken):
+    """(fields, row, consumed paths) of a register-config unit when the fork's
+    changes to configs/__init__.py and the registry file are exactly what the
+    edit makes for the config classes its new files define; else None."""
+    new_classes: dict[str, str] = {}
+    for ch in changes:
+        if ch.status == "A" and ch.path.startswith(edits.CONFIGS_DIR) and ch.path.endswith(".py"):
+            module = ch.path[len("python/"):-len(".py")].replace("/", ".")
+            facts = extract(g.object_bytes(ch.new_blob), module, False)
+            for name in facts.get("classes", {}):
+                new_classes.setdefault(name, module)
+    if not new_classes:
+        return None
+    read = lambda p: g.run_bytes("show", f"{merge_base}:{p}") \
+        if g.has_object(f"{merge_base}:{p}") else None
+    registry = edits.find_registry(read)
+    by_path = {ch.path: ch for ch in changes if ch.status == "M"}
+    if registry is None or registry not in by_path or edits.CONFIGS_INIT not in by_path:
+        return None
+    before = g.object_bytes(by_path[registry].old_blob).decode()
+    after = g.object_bytes(by_path[registry].new_blob).decode()
+    try:
+        added = edits.registered_configs(after)[0] - edits.registered_configs(before)[0]
+        names = sorted((n for n in added if n in new_classes), key=after.find)
+        if not names or set(added) - set(names):
+            return None
+        init = by_path[edits.CONFIGS_INIT]
+        exported = edits.export_configs(g.object_bytes(init.old_blob).decode(),
+                                        {n: new_classes[n] for n in names}).text
+        registered = edits.register_configs(before, names).text
+    except (edits.MissingAnchor, SyntaxError):
+        return None
+    if exported != g.object_bytes(init.new_blob).decode() or registered != after:
+        return None  # the fork did more, or wrote it elsewhere: patches keep it exact
+    name = export.slug("register-" + "-".join(n.lower() for n in names), taken)
+    taken.add(name)
+    fields = {"name": name, "kind": "edit",
+              "description": f"register-config: {', '.join(names)} (captured from {label})",
+              "edit": "register-config", "configs": names}
+    row = [name, "edit", f"{edits.CONFIGS_INIT}, {registry}",
+           f"register-config {', '.join(names)}"]
+    return fields, row, {edits.CONFIGS_INIT, registry}
 
 
 def _in_order(text: str, names: set[str]) -> list[str]:

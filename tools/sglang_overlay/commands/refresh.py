@@ -298,7 +298,15 @@ def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
     for ch in export.changes(g, parent, c):
         before = g.object_bytes(ch.old_blob).decode() if ch.status != "A" else ""
         after = g.object_bytes(ch.new_blob).decode() if ch.status != "D" else ""
-        if unit.edit == "register-multimodal":
+        if unit.edit == "register-config":
+            read = lambda path: g.run_bytes("show", f"{parent}:{path}") \
+                if g.has_object(f"{parent}:{path}") else None
+            try:
+                steps = dict(edits.config_plan(m, unit, read))
+            except edits.MissingAnchor:
+                steps = {}
+            expected = steps[ch.path](before).text if ch.path in steps else None
+        elif unit.edit == "register-multimodal":
             expected = edits.register_multimodal(before, [x.architecture for x in models]).text
         elif unit.edit == "register-mla":
             expected = edits.register_mla(before, [x.architecture for x in models]).text
