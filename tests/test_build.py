@@ -550,9 +550,13 @@ def test_repack_bad_input(case, ov, upstream, shared_cache, upstream_wheel, tmp_
 
 
 def test_build_refuses_repack_path_that_is_a_directory(ov, upstream, shared_cache, tmp_path):
+    out = tmp_path / "out"
     r = overlay("-C", ov, "build", "--upstream", upstream, "--repack", tmp_path,
-                cache=shared_cache)
-    assert r.rc == 2 and not (tmp_path / "out").exists()
+                "--out", out, cache=shared_cache)
+    assert r.rc == 2, r.out + r.err
+    line = one_line(r.err)
+    assert str(tmp_path) in line and "(fix: " in line  # from click or from the tool
+    assert r.out == "" and not out.exists()
 
 
 def test_wheels_are_fixed_points_of_wheel_unpack_and_pack(source_build, ov, upstream,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from helpers import git, overlay, upstream_file, write_overlay
 from sglang_overlay.manifest import Model
 from sglang_overlay.units import edit
 
-REFS = ["v0.5.1", "v0.5.3", "v0.5.8"]  # v0.5.8 moved the suite to test/registered/
+REFS = ["v0.5.1", "v0.5.3", "v0.5.8", "v0.5.23"]  # v0.5.8 moved the suite to test/registered/
 OPT = Model("OPTForCausalLM", hf_id="facebook/opt-125m", case=(("skip_long_prompt", True),))
 LONG = Model("LongForCausalLM", hf_id="some-organisation/a-rather-long-model-name-to-wrap",
              case=(("tp_size", 2), ("trust_remote_code", True), ("skip_long_prompt", True),
@@ -26,16 +27,43 @@ def black_clean(text: str, tmp_path: Path) -> bool:
     return subprocess.run([sys.executable, "-m", "black", "-q", "--check", str(p)]).returncode == 0
 
 
+def black(text: str) -> str:
+    return subprocess.run([sys.executable, "-m", "black", "-q", "-"], input=text.encode(),
+                          capture_output=True, check=True).stdout.decode()
+
+
+def _changes(old: str, new: str) -> list[str]:
+    return [line for line in difflib.unified_diff(old.splitlines(), new.splitlines(),
+                                                   lineterm="", n=0)
+            if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def black_stable(old: str, new: str) -> bool:
+    """black keeps the edit as written: the change black(old) -> black(new) is
+    the edit's own change (newer releases are formatted by a newer black than
+    ours, so the files themselves need not be black-clean here)."""
+    return _changes(black(old), black(new)) == _changes(old, new)
+
+
 @pytest.mark.parametrize("ref", REFS)
 def test_model_config_edits_on_real_releases(ref, upstream, tmp_path):
     text = upstream_file(upstream, ref, edit.MODEL_CONFIG)
-    assert black_clean(text, tmp_path)
     mm = edit.register_multimodal(text, ["MyVLForConditionalGeneration"])
     both = edit.register_mla(mm.text, ["MyMLAForCausalLM"])
     assert mm.added == ["MyVLForConditionalGeneration"] and both.added == ["MyMLAForCausalLM"]
     assert "MyVLForConditionalGeneration" in edit.multimodal_archs(both.text)
     assert "MyMLAForCausalLM" in edit.mla_archs(both.text)
-    assert black_clean(both.text, tmp_path)
+    assert black_stable(text, both.text)
+    # the MLA test lands in DeepSeek's branch, the one with qk_nope_head_dim
+    # (from v0.5.12 its condition is compound; MiniCPM3's branch follows it)
+    branch = next(n for n in ast.walk(ast.parse(both.text)) if isinstance(n, ast.If)
+                  and "MyMLAForCausalLM" in ast.unparse(n.test))
+    assert "DeepseekV2ForCausalLM" in ast.unparse(branch.test)
+    assert "qk_nope_head_dim" in ast.unparse(branch.body[:6])
+    # what mla-unregistered reads: an MLA branch that is not DeepSeek's does not count
+    minicpm = '"MiniCPM3ForCausalLM" in self.hf_config.architectures'
+    wrong = text.replace(minicpm, f'{minicpm} or "MyMLAForCausalLM" in self.hf_config.architectures')
+    assert wrong != text and "MyMLAForCausalLM" not in edit.mla_archs(wrong)
     # only added lines: nothing else in the file moved
     old, new = text.splitlines(), both.text.splitlines()
     assert len(new) == len(old) + 2
@@ -52,12 +80,12 @@ def test_model_config_edits_on_real_releases(ref, upstream, tmp_path):
 def test_model_cases_on_real_suites(ref, upstream, tmp_path):
     read = lambda p: upstream_file(upstream, ref, p) if git(upstream, "ls-tree", ref, p) else None
     path, list_name = edit.find_suite(read)
-    assert list_name == ("ALL_MODELS" if ref == "v0.5.8" else "ALL_OTHER_MODELS")
+    assert list_name == ("ALL_MODELS" if ref in ("v0.5.8", "v0.5.23") else "ALL_OTHER_MODELS")
     text = read(path)
     result = edit.add_model_cases(text, list_name, [OPT, LONG])
     has_opt = ref != "v0.5.1"  # upstream added OPT's case with its model in v0.5.2
     assert result.added == ([] if has_opt else ["facebook/opt-125m"]) + [LONG.hf_id]
-    assert black_clean(result.text, tmp_path)
+    assert black_stable(text, result.text)
     tree = ast.parse(result.text)
     names = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call)
              and getattr(n.func, "id", "") == "ModelCase"]
@@ -116,11 +144,37 @@ def test_one_line_forms_are_exploded_like_black(tmp_path):
         "def is_multimodal_model(archs):\n    return archs\n\n\n"
         "class ModelConfig:\n"
         "    def __init__(self):\n"
-        '        if "X" in self.hf_config.architectures:  # keep me\n'
+        '        if "DeepseekV2ForCausalLM" in self.hf_config.architectures:  # keep me\n'
         "            self.attention_arch = AttentionArch.MLA\n"
     )
     out = edit.register_mla(edit.register_multimodal(src, ["C"]).text, ["Y"]).text
     assert black_clean(out, tmp_path)
     assert edit.multimodal_archs(out) == {"A", "B", "C"}
-    assert edit.mla_archs(out) == {"X", "Y"}
+    assert edit.mla_archs(out) == {"DeepseekV2ForCausalLM", "Y"}
     assert "# keep me" in out
+
+
+MLA_SRC = """\
+class ModelConfig:
+    def __init__(self):
+        if {cond}:
+            self.attention_arch = AttentionArch.MLA
+        elif "MiniCPM3ForCausalLM" in self.hf_config.architectures:
+            self.attention_arch = AttentionArch.MLA
+"""
+
+
+@pytest.mark.parametrize("cond,looked_for", [
+    # DeepSeek's test gone: the MiniCPM3 branch also sets MLA, but is not the anchor
+    ('"SomethingElse" in self.hf_config.architectures', "DeepseekV2ForCausalLM"),
+    # under an `and`: an `or` added at the top would bypass the flag
+    ('("DeepseekV2ForCausalLM" in self.hf_config.architectures or "B" in '
+     'self.hf_config.architectures) and flag', "top-level `or`"),
+])
+def test_mla_anchor_not_identified_is_a_conflict(cond, looked_for):
+    src = MLA_SRC.format(cond=cond)
+    with pytest.raises(edit.MissingAnchor, match="MLA branch of ModelConfig") as exc:
+        edit.register_mla(src, ["MyMLAForCausalLM"])
+    assert looked_for in str(exc.value)
+    assert edit.mla_archs(src) == (set() if "SomethingElse" in cond
+                                   else {"DeepseekV2ForCausalLM", "B"})

@@ -251,7 +251,11 @@ def test_model_unit_is_formatted_with_the_pinned_tools(upstream, shared_cache, t
 
         EntryClass = TinyForCausalLM
         ''')
-    assert r.json["formatters"] and path in (tmp_path / "out" / "PR_BODY.md").read_text()
+    assert r.json["formatters"]["versions"] == {"isort": "5.13.2", "black": "24.10.0"}
+    body = (tmp_path / "out" / "PR_BODY.md").read_text()
+    assert ("Formatted with isort 5.13.2 and black 24.10.0, as pinned in "
+            f"`.pre-commit-config.yaml`, on the changed Python files; they changed `{path}`"
+            in body), body
     assert 'ModelCase("org/tiny-1b", decode_tolerance=0.08),' in (co / SUITE).read_text()
     assert "| **Tiny** | `org/tiny-1b` | A tiny test model. |" in (co / DOCS).read_text()
     assert not (root / "pr").exists()  # --out was used
@@ -287,6 +291,17 @@ def test_parse_pins(upstream):
         """))
     assert other.versions == {"black": "24.4.2", "isort": "5.12.0"}
     assert other.order == ["black", "isort"]
+    # any YAML spelling: flow style, a comment line between the keys, rev first
+    flow = parse_pins(textwrap.dedent("""\
+        repos: [{repo: 'https://github.com/PyCQA/isort', rev: 5.13.2},
+                {rev: 24.10.0,
+                 # the formatter
+                 repo: https://github.com/psf/black}]
+        """))
+    assert flow.versions == {"isort": "5.13.2", "black": "24.10.0"}
+    assert flow.order == ["isort", "black"]
+    assert parse_pins("repos: [unclosed").versions == {}
+    assert parse_pins("- just a list\n").versions == {}
 
 
 def test_docs_rows_follow_the_table_style():

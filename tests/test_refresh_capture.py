@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import amend, copy_repo_overlay, git, overlay, overlay_snapshot
+from helpers import (amend, copy_repo_overlay, git, manifest_units, overlay,
+                     overlay_snapshot)
 from sglang_overlay.units import edit
 
 PS = "python/sglang/srt/distributed/parallel_state.py"
@@ -66,8 +67,12 @@ def test_refresh_writes_amended_units_and_new_commits_back(tmp_path, upstream, s
     assert (root / "overlay/python/sglang/srt/models/extra_model.py").exists()
     note = (root / "patches/utils-keep-a-local-note.patch").read_text()
     assert "Subject: utils: keep a local note" in note and "Why it matters." in note
-    manifest = (root / "overlay.toml").read_text()
-    assert 'name = "utils-keep-a-local-note"' in manifest and 'kind = "files"' in manifest
+    units = manifest_units(root)
+    assert units["utils-keep-a-local-note"]["kind"] == "patch"
+    assert units["utils-keep-a-local-note"]["patch"] == "patches/utils-keep-a-local-note.patch"
+    assert units["add-an-extra-model-module"]["kind"] == "files"
+    assert units["add-an-extra-model-module"]["files"] == [
+        "python/sglang/srt/models/extra_model.py"]
     # the worktree is the overlay's again: refreshing twice writes nothing
     git(root, "add", "-A")
     git(root, "commit", "-qm", "refreshed")

@@ -399,7 +399,12 @@ def test_reuse_scenario_fails_on_unpatched_upstream(
     assert result["other_sizes"][0][0] == "AssertionError"
 
 
-def test_torch_distributed_is_torn_down_between_tests():
+def test_torch_distributed_is_torn_down_between_tests(sources, store, monkeypatch):
+    """parallel_state() leaves no process group behind, whatever ran before."""
+    monkeypatch.setenv(REUSE_ENV, "true")
+    with parallel_state(sources["patched", RELEASES[0]][PARALLEL_STATE]) as ps:
+        _two_runners(ps, store)
+        assert torch.distributed.is_initialized() and ps.model_parallel_is_initialized()
     assert not torch.distributed.is_initialized()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import realcases
 from helpers import (
     copy_repo_overlay,
@@ -26,9 +28,10 @@ def test_upgrade_retires_regenerates_moves_pin_and_writes_changelog(tmp_path, up
     assert r.rc == 0, r.err
     assert set(r.json["retired"]) == {"opt-model", "opt-test-case"}
     assert set(r.json["regenerated"]) == {"parallel-state-reuse", "expert-location-reset"}
-    # OPT is retired: the manifest says where upstream has it, and the file is gone
+    # OPT is retired: the manifest says where upstream has it (since v0.5.2, the
+    # first release with its own opt.py and OPT's test case), and the file is gone
     manifest = (root / "overlay.toml").read_text()
-    assert manifest.count('applied-upstream = "v0.5.3"') == 2
+    assert manifest.count('applied-upstream = "v0.5.2"') == 2
     assert not (root / OPT).exists()
     # pin and lock moved
     v053 = git(upstream, "rev-parse", "v0.5.3^{commit}")
@@ -41,6 +44,7 @@ def test_upgrade_retires_regenerates_moves_pin_and_writes_changelog(tmp_path, up
     changelog = (root / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and "### Changed" in changelog
     assert "Upgraded SGLang from v0.5.1 to v0.5.3" in changelog and "`opt-model`" in changelog
+    assert "(applied upstream in v0.5.2)" in changelog and "in v0.5.3" not in changelog
     # the regenerated patches now apply cleanly: no 3-way, no offset
     again = overlay("-C", root, "apply", "--json", cache=shared_cache)
     assert again.rc == 0, again.err
@@ -128,9 +132,12 @@ def test_refresh_abort_drops_the_unfinished_upgrade(tmp_path, upstream, shared_c
     (res / "scratch.txt").write_text("my notes\n")
     blocked = overlay("-C", root, "upgrade", "--to", "v0.5.3", cache=shared_cache)
     assert blocked.rc == 2 and "refresh --continue" in blocked.err
+    common = Path(git(res, "rev-parse", "--path-format=absolute", "--git-common-dir"))
     r = overlay("-C", root, "refresh", "--abort", "--json", cache=shared_cache)
     assert r.rc == 0 and r.json["aborted"] == "upgrade"
-    assert r.json["backup"]  # the notes in the resolution worktree were kept
+    # the notes in the resolution worktree were kept, in the backup ref it names
+    assert r.json["backup"].startswith("refs/overlay-backups/")
+    assert git(common, "show", f"{r.json['backup']}:scratch.txt", raw=True) == "my notes\n"
     assert not res.exists() and overlay_snapshot(root) == before
     none = overlay("-C", root, "refresh", "--continue", cache=shared_cache)
     assert none.rc == 2 and "no apply or upgrade" in none.err

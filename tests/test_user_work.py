@@ -4,7 +4,8 @@ that cannot complete."""
 from __future__ import annotations
 
 import realcases
-from helpers import amend, copy_repo_overlay, git, overlay, overlay_snapshot
+from helpers import (amend, copy_repo_overlay, git, manifest_units, overlay,
+                     overlay_snapshot)
 
 OPT = "python/sglang/srt/models/opt.py"
 
@@ -89,8 +90,7 @@ def test_an_upgrade_whose_remaining_units_conflict_changes_nothing(tmp_path, ups
     assert overlay("-C", root, "refresh", cache=shared_cache).rc == 0  # a new patch unit
     git(root, "add", "-A")
     git(root, "commit", "-qm", "one more unit")
-    manifest = (root / "overlay.toml").read_text()
-    assert 'name = "fix-the-opt-docstring"' in manifest and 'kind = "patch"' in manifest
+    assert manifest_units(root)["fix-the-opt-docstring"]["kind"] == "patch"
     before = overlay_snapshot(root)
     r = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
     assert r.rc == 1

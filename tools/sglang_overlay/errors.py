@@ -9,6 +9,7 @@ are the same everywhere:
     2  bad input or usage (nothing was written)
     3  needs a GPU (the step cannot run on this machine)
     4  internal error (a bug: the traceback is printed)
+  130  interrupted (Ctrl-C), as shells report SIGINT
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FINDINGS = 1
 BAD_INPUT = 2
 NEEDS_GPU = 3
 INTERNAL = 4
+INTERRUPTED = 130
 
 
 class OverlayError(Exception):

@@ -47,23 +47,26 @@ class Pins:
 
 
 def parse_pins(text: str) -> Pins:
-    """black and isort (repo, rev) pairs of a .pre-commit-config.yaml, without a YAML parser.
+    """black and isort (repo, rev) pairs of a .pre-commit-config.yaml.
 
-    Reads ``- repo: URL`` items and the ``rev:`` that belongs to each.
+    A file that is not YAML, or lists no such repos, pins nothing.
     """
+    import yaml
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return Pins({}, [])
+    repos = config.get("repos") if isinstance(config, dict) else None
     versions: dict[str, str] = {}
     order: list[str] = []
-    tool = None
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip()
-        repo = re.match(r"^\s*-\s*repo:\s*['\"]?([^'\"\s]+)", line)
-        if repo:
-            url = repo.group(1)
-            tool = next((name for name, rx in TOOLS if rx.search(url)), None)
+    for item in repos if isinstance(repos, list) else []:
+        if not isinstance(item, dict) or item.get("rev") is None:
             continue
-        rev = re.match(r"^\s*(?:-\s*)?rev:\s*['\"]?([^'\"\s]+)", line)
-        if rev and tool and tool not in versions:
-            value = rev.group(1)
+        url = str(item.get("repo", ""))
+        tool = next((name for name, rx in TOOLS if rx.search(url)), None)
+        if tool and tool not in versions:
+            value = str(item["rev"])
             versions[tool] = value[1:] if re.match(r"^v\d", value) else value
             order.append(tool)
     return Pins(versions, order)

@@ -28,7 +28,8 @@ ISOLATED_ENV = {
 IDENTITY_NAME = "sglang-overlay"
 IDENTITY_EMAIL = "sglang-overlay@users.noreply.invalid"
 LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
-STALE_AFTER = 1.0  # seconds a git lock file may stay unchanged before it counts as stale
+STALE_AFTER = 1.0  # seconds a git lock file nobody holds may stay unchanged before it is stale
+HOLDER_WAIT = 600.0  # seconds to wait for a live process to release a git lock
 
 
 class GitError(Exception):
@@ -124,34 +125,66 @@ class Git:
         self._cmd.clear_cache()
 
 
-def clear_stale_lock(stderr: str) -> bool:
+def clear_stale_lock(stderr: str, wait_for_holder: float | None = None) -> bool:
     """Remove a git lock file that a killed git process left behind.
 
-    git refuses to run when its lock file exists. A live git holds one for
-    milliseconds; one that stays unchanged for STALE_AFTER seconds belongs
-    to a process that died (kill -9). True when the caller should retry.
+    git refuses to run when its lock file exists. While a process has the lock
+    open (git holds it open while it writes; on Linux, where /proc tells), it
+    is waited for, up to wait_for_holder seconds (HOLDER_WAIT). A lock nobody
+    holds is stale once it has stayed unchanged for STALE_AFTER seconds: git
+    closes a ref lock only just before renaming it into place, a window of
+    microseconds, and a git still working changes or removes it meanwhile.
+    True when the caller should retry; False when it must give up (not a lock
+    error, or a live process kept the lock).
     """
     m = LOCK_EXISTS.search(stderr or "")
     if not m:
         return False
     lock = Path(m.group(1))
-    try:
-        before = lock.stat()
-    except FileNotFoundError:
-        return True  # released meanwhile: retry
-    deadline = time.monotonic() + STALE_AFTER
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
+    start = time.monotonic()
+    give_up = start + (HOLDER_WAIT if wait_for_holder is None else wait_for_holder)
+    quiet_until = start + STALE_AFTER
+    before = None
+    while True:
         try:
             now = lock.stat()
         except FileNotFoundError:
-            return True
-        if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
-            before = now  # somebody is working: wait for them
-            deadline = time.monotonic() + STALE_AFTER
+            return True  # released: retry
+        t = time.monotonic()
+        if held_open(lock):
+            if t >= give_up:
+                return False
+            quiet_until = t + STALE_AFTER
+        elif before is not None and (now.st_ino, now.st_mtime_ns) != before:
+            quiet_until = t + STALE_AFTER  # somebody is working: wait for them
+        elif t >= quiet_until:
+            break
+        before = (now.st_ino, now.st_mtime_ns)
+        time.sleep(0.1)
     try:
         lock.unlink()
     except FileNotFoundError:
         pass
     return True
 
+
+def held_open(path: Path) -> bool:
+    """Whether any process has path open (Linux /proc; False where it cannot tell)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return False
+    target = os.path.realpath(path)
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(proc / pid / "fd" / fd) == target:
+                    return True
+            except OSError:
+                continue
+    return False

@@ -42,12 +42,14 @@ else:  # pragma: no cover
 
 from . import durable, patchfile
 from .errors import BadInput, ManifestError
+from .paths import confine
 
 MANIFEST_NAME = "overlay.toml"
 OVERLAY_DIR = "overlay"
 DEFAULT_UPSTREAM = "https://github.com/sgl-project/sglang.git"
 KINDS = ("files", "patch", "edit")
-EDIT_OPS = ("register-multimodal", "register-mla", "add-model-case")
+EDIT_OPS = ("register-multimodal", "register-mla", "register-config", "add-model-case")
+CONFIGS_DIR = "python/sglang/srt/configs/"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,7 +58,7 @@ TOP_KEYS = {"upstream", "unit", "model"}
 UPSTREAM_KEYS = {"url", "ref", "commit"}
 UNIT_KEYS = {
     "name", "kind", "description", "forwarded", "applied-upstream", "requires",
-    "files", "patch", "edit", "models",
+    "files", "patch", "edit", "models", "configs",
 }
 # ModelCase keyword arguments of upstream's generation suite, by manifest key.
 CASE_KEYS = {
@@ -68,7 +70,7 @@ CASE_KEYS = {
     "trust-remote-code": ("trust_remote_code", bool),
 }
 MODEL_KEYS = {
-    "architecture", "unit", "hf-id", "multimodal", "mla", "family", "description",
+    "architecture", "unit", "hf-id", "multimodal", "mla", "family", "description", "config",
 } | set(CASE_KEYS)
 
 
@@ -84,6 +86,7 @@ class Unit:
     patch: str | None = None  # patch units: path relative to the overlay root
     edit: str | None = None  # edit units: the operation
     models: tuple[str, ...] = ()  # edit units: the architectures it registers
+    configs: tuple[str, ...] = ()  # register-config: the config classes it registers
 
     @property
     def retired(self) -> bool:
@@ -103,6 +106,7 @@ class Model:
     mla: bool = False
     family: str | None = None
     description: str | None = None
+    config: str | None = None  # its PretrainedConfig subclass (see register-config)
     case: tuple[tuple[str, Any], ...] = ()  # ModelCase keyword arguments, in order
 
 
@@ -172,7 +176,33 @@ class Manifest:
             else:
                 for m in self.models_of(u):
                     h.update(f"edit {u.edit} {m.architecture} {m.hf_id} {m.case}\n".encode())
+                for c in u.configs:
+                    h.update(f"edit {u.edit} {c}\n".encode())
         return h.hexdigest()
+
+    def overlay_configs(self) -> dict[str, tuple[str, str]]:
+        """Class name -> (path, dotted module) of the classes the active files
+        units define at module level under python/sglang/srt/configs/."""
+        import ast
+
+        out: dict[str, tuple[str, str]] = {}
+        for u in self.active_units:
+            if u.kind != "files":
+                continue
+            for rel in self.unit_files(u):
+                p = self.overlay_dir / rel
+                if not (rel.startswith(CONFIGS_DIR) and rel.endswith(".py") and p.is_file()):
+                    continue
+                try:
+                    tree = ast.parse(p.read_bytes())
+                except (SyntaxError, ValueError):
+                    continue
+                module = rel[len("python/"):-len(".py")].replace("/", ".")
+                module = module.removesuffix(".__init__")
+                for n in tree.body:
+                    if isinstance(n, ast.ClassDef):
+                        out.setdefault(n.name, (rel, module))
+        return out
 
     def unit_files(self, unit: Unit) -> list[str]:
         """The upstream paths a files unit writes, directories expanded, sorted."""
@@ -258,9 +288,12 @@ class _Checker:
         if not value or value.startswith("/") or re.match(r"^[A-Za-z]:", value):
             self.fail(key, f"path '{value}' is absolute",
                       f"write it relative to {what}")
-        if "\\" in value or ".." in p.parts or "." in p.parts:
+        if "\\" in value or ".." in p.parts or "." in value.split("/"):
             self.fail(key, f"path '{value}' climbs out with '..' or is not normalized",
                       f"write a plain path inside {what}")
+        if ".git" in p.parts:
+            self.fail(key, f"path '{value}' is inside git's own data (.git)",
+                      f"name a file of the project inside {what}, never under .git/")
         return p.as_posix()
 
 
@@ -278,6 +311,11 @@ def load(root: Path, check_files: bool = True) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: not found", "run `overlay init` to create it")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ManifestError(MANIFEST_NAME, f"line {line}",
+                            f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start})", "save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(MANIFEST_NAME, "syntax", str(exc),
                             "fix the TOML syntax at that line") from None
@@ -343,9 +381,11 @@ def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
     files: tuple[str, ...] = ()
     patch = edit = None
     models: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()
     need = {"files": "files", "patch": "patch", "edit": "edit"}[kind]
-    for other in ("files", "patch", "edit", "models"):
-        if other in raw and other != need and not (kind == "edit" and other == "models"):
+    for other in ("files", "patch", "edit", "models", "configs"):
+        if other in raw and other != need and not (kind == "edit" and other in ("models",
+                                                                                "configs")):
             c.fail(f"{where}.{other}", f"a {kind} unit has no '{other}' key",
                    f"remove it, or set kind = \"{other if other != 'models' else 'edit'}\"")
     if kind == "files":
@@ -363,12 +403,24 @@ def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
             c.fail(f"{where}.edit", f"'{edit}' is not an edit operation",
                    f"use one of: {', '.join(EDIT_OPS)}")
         models = c.strings(raw, "models", where)
-        if not models:
+        if edit == "register-config":
+            configs = c.strings(raw, "configs", where)
+            if not configs:
+                c.fail(f"{where}.configs", "missing or empty",
+                       'name the config classes it registers, e.g. configs = ["MyConfig"]')
+            for cfg in configs:
+                if not IDENT_RE.match(cfg):
+                    c.fail(f"{where}.configs", f"'{cfg}' is not a class name",
+                           "use the config class name, e.g. \"MyMLAConfig\"")
+        elif "configs" in raw:
+            c.fail(f"{where}.configs", f"a {edit} edit has no 'configs' key",
+                   'remove it, or set edit = "register-config"')
+        elif not models:
             c.fail(f"{where}.models", "missing or empty",
                    'name the architectures it registers, e.g. models = ["OPTForCausalLM"]')
     return Unit(name=name, kind=kind, description=description, forwarded=forwarded,
                 applied_upstream=applied, requires=requires, files=files,
-                patch=patch, edit=edit, models=models)
+                patch=patch, edit=edit, models=models, configs=configs)
 
 
 def _model(c: _Checker, raw: Any, i: int) -> Model:
@@ -391,6 +443,10 @@ def _model(c: _Checker, raw: Any, i: int) -> Model:
                 c.fail(f"{where}.{key}", f"expected {typ.__name__}, got {_type(v)}",
                        f"write {key} = {'true' if typ is bool else '1' if typ is int else '5e-2'}")
             case.append((kwarg, float(v) if typ is float else v))
+    config = c.string(raw, "config", where)
+    if config is not None and not IDENT_RE.match(config):
+        c.fail(f"{where}.config", f"'{config}' is not a class name",
+               "use the name of its PretrainedConfig subclass, e.g. \"MyMLAConfig\"")
     hf_id = c.string(raw, "hf-id", where)
     if hf_id is not None and not re.match(r"^[\w.-]+/[\w.-]+$", hf_id):
         c.fail(f"{where}.hf-id", f"'{hf_id}' is not a Hugging Face model id",
@@ -403,6 +459,7 @@ def _model(c: _Checker, raw: Any, i: int) -> Model:
         mla=c.boolean(raw, "mla", where),
         family=c.string(raw, "family", where),
         description=c.string(raw, "description", where),
+        config=config,
         case=tuple(case),
     )
 
@@ -442,6 +499,10 @@ def _cross_check(c: _Checker, m: Manifest) -> None:
             if u.edit == "register-mla" and not mod.mla:
                 c.fail(f"unit '{u.name}'.models", f"model '{arch}' is not declared mla = true",
                        "set mla = true on that [[model]] or drop it from this unit")
+            if u.edit == "register-config" and mod.config and mod.config not in u.configs:
+                c.fail(f"unit '{u.name}'.models",
+                       f"model '{arch}' has config = \"{mod.config}\", which this unit does "
+                       "not register", f'add "{mod.config}" to its configs or drop the model')
             if u.edit == "add-model-case" and not mod.hf_id:
                 c.fail(f"unit '{u.name}'.models", f"model '{arch}' has no hf-id",
                        "set hf-id = \"org/name\" on that [[model]]")
@@ -456,7 +517,12 @@ def _check_files(c: _Checker, m: Manifest) -> None:
             for name in sorted(dirnames + filenames):
                 p = Path(dirpath) / name
                 if p.is_symlink():
-                    target = p.resolve()
+                    try:
+                        target = p.resolve()
+                    except (RuntimeError, OSError):
+                        rel = p.relative_to(m.root).as_posix()
+                        c.fail(rel, "is a symlink loop (it leads back to itself)",
+                               "replace it with the file itself", file=rel)
                     if target != real_overlay and real_overlay not in target.parents:
                         rel = p.relative_to(m.root).as_posix()
                         c.fail(rel, f"symlink points outside {OVERLAY_DIR}/ "
@@ -484,6 +550,13 @@ def _check_files(c: _Checker, m: Manifest) -> None:
                        "give each patch unit its own file")
             patches[u.patch] = u.name
             _check_patch(c, m, u)
+    defined = m.overlay_configs()
+    for u in m.active_units:
+        for cfg in u.configs:
+            if cfg not in defined:
+                c.fail(f"unit '{u.name}'.configs",
+                       f"no overlay file under {OVERLAY_DIR}/{CONFIGS_DIR} defines class {cfg}",
+                       f"define it in a files unit's {CONFIGS_DIR}<name>.py, or fix the name")
     if overlay.is_dir():
         retired_files = {rel for u in m.units if u.retired and u.kind == "files"
                          for rel in m.unit_files(u)}
@@ -499,6 +572,7 @@ def _check_files(c: _Checker, m: Manifest) -> None:
 def _check_patch(c: _Checker, m: Manifest, u: Unit) -> None:
     key = f"unit '{u.name}'.patch"
     path = m.root / u.patch
+    confine(path, m.root, key)  # a patch is read only from inside the overlay
     if not path.is_file():
         c.fail(key, f"{u.patch} does not exist",
                "create it with `git format-patch --full-index` or fix the path")
@@ -531,16 +605,21 @@ def _edit(text: str, change) -> str:
     return tomlkit.dumps(doc)
 
 
-def with_lock(text: str, ref: str, commit: str) -> str:
-    """Pin ref and lock it at commit."""
+def with_lock(text: str, ref: str, commit: str | None, url: str | None = None) -> str:
+    """Pin ref and lock it at commit (None: no lock); with url, set the upstream too."""
 
     def change(doc):
         import tomlkit
 
         if "upstream" not in doc:
             doc["upstream"] = tomlkit.table()
+        if url is not None:
+            doc["upstream"]["url"] = url
         doc["upstream"]["ref"] = ref
-        doc["upstream"]["commit"] = commit
+        if commit is None:
+            doc["upstream"].pop("commit", None)
+        else:
+            doc["upstream"]["commit"] = commit
 
     return _edit(text, change)
 
@@ -606,3 +685,15 @@ def write_lock(root: Path, ref: str, commit: str) -> None:
 
 def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
     update(root, with_unit_keys, name, **keys)
+
+
+def table_line(path: Path, table: str, index: int) -> int:
+    """The line of the index-th [[table]] header of the manifest at path (1 when
+    there is none), for findings to point at."""
+    header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    found = [no for no, line in enumerate(lines, 1) if header.match(line)]
+    return found[index] if 0 <= index < len(found) else 1

@@ -23,8 +23,6 @@ class NotAPatch(ValueError):
 @dataclass
 class Hunk:
     header: str  # the "@@ -a,b +c,d @@ context" line
-    old_start: int
-    old_len: int
     lines: bytes  # the hunk header line and its body
 
     @property
@@ -77,15 +75,68 @@ def split(data: bytes) -> tuple[bytes, bytes]:
     return data[: idx + 1], data[idx + 1 :]
 
 
+# git's C-style quoting of a path with special characters (core.quotePath)
+_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13,
+            b'"': 34, b"\\": 92}
+
+
+def unquote(raw: bytes) -> tuple[bytes, bytes]:
+    """(name, rest) of a path as git writes it: "quoted" (C escapes, octal
+    bytes) or bare (up to a tab, git's end mark for names with spaces)."""
+    if not raw.startswith(b'"'):
+        name, _, rest = raw.partition(b"\t")
+        return name, rest
+    out = bytearray()
+    i = 1
+    while i < len(raw):
+        c = raw[i:i + 1]
+        if c == b'"':
+            return bytes(out), raw[i + 1:]
+        if c == b"\\":
+            nxt = raw[i + 1:i + 2]
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            octal = raw[i + 1:i + 4]
+            if re.fullmatch(rb"[0-7]{3}", octal):
+                out.append(int(octal, 8))
+                i += 4
+                continue
+            raise NotAPatch(f"bad escape in the quoted file name {raw!r}")
+        out += c
+        i += 1
+    raise NotAPatch(f"unterminated quoted file name {raw!r}")
+
+
 def _strip_prefix(raw: bytes, prefix: bytes) -> str | None:
     raw = raw.rstrip(b"\n")
     if raw == b"/dev/null":
         return None
-    if raw.startswith(b'"'):
-        raise NotAPatch("quoted file names are not supported")
-    if not raw.startswith(prefix):
+    name, _ = unquote(raw)
+    if not name.startswith(prefix):
         raise NotAPatch(f"unexpected file name {raw!r}")
-    return raw[len(prefix) :].decode("utf-8", "surrogateescape")
+    return name[len(prefix) :].decode("utf-8", "surrogateescape")
+
+
+def _diff_line_names(line: bytes) -> tuple[str, str] | None:
+    """(old, new) path from "diff --git a/X b/Y", where the section has no
+    ---/+++ lines (a mode change, a rename without changes)."""
+    rest = line.rstrip(b"\n")[len(DIFF_START) :]
+    if rest.startswith(b'"'):
+        old, tail = unquote(rest)
+        new, _ = unquote(tail.lstrip(b" "))
+    elif rest.endswith(b'"'):
+        old, new = rest[: rest.index(b' "')], unquote(rest[rest.index(b' "') + 1 :])[0]
+    else:  # both bare: a mode change names the same path twice
+        half = (len(rest) - 1) // 2
+        old, new = rest[:half], rest[half + 1 :]
+        if old[2:] != new[2:]:
+            return None
+    if not (old.startswith(b"a/") and new.startswith(b"b/")):
+        return None
+    return (old[2:].decode("utf-8", "surrogateescape"),
+            new[2:].decode("utf-8", "surrogateescape"))
 
 
 def parse(data: bytes) -> Patch:
@@ -109,12 +160,7 @@ def parse(data: bytes) -> Patch:
             raise NotAPatch("content before the first 'diff --git'")
         m = HUNK.match(line)
         if m:
-            hunk = Hunk(
-                header=line.decode("utf-8", "replace").rstrip("\n"),
-                old_start=int(m.group(1)),
-                old_len=int(m.group(2) or 1),
-                lines=line,
-            )
+            hunk = Hunk(header=line.decode("utf-8", "replace").rstrip("\n"), lines=line)
             current.hunks.append(hunk)
             continue
         if hunk is not None:
@@ -132,21 +178,21 @@ def parse(data: bytes) -> Patch:
             current.new_path = _strip_prefix(line[4:], b"b/")
         elif line.startswith(b"GIT binary patch") or line.startswith(b"Binary files"):
             current.binary = True
-        elif line.startswith((b"new file mode", b"deleted file mode", b"old mode",
-                              b"new mode", b"similarity", b"rename ", b"copy ",
-                              b"dissimilarity")):
-            pass
+        elif line.startswith((b"rename from ", b"copy from ")):
+            current.old_path = unquote(line.rstrip(b"\n").split(b" ", 2)[2])[0].decode(
+                "utf-8", "surrogateescape")
+        elif line.startswith((b"rename to ", b"copy to ")):
+            current.new_path = unquote(line.rstrip(b"\n").split(b" ", 2)[2])[0].decode(
+                "utf-8", "surrogateescape")
     if not files:
         raise NotAPatch("no 'diff --git' section")
     for f in files:
         if f.old_path is None and f.new_path is None:
-            # a pure mode change or rename carries its names on the diff line
-            names = f.preamble.split(b"\n", 1)[0][len(DIFF_START) :].split(b" b/")
-            if len(names) == 2 and names[0].startswith(b"a/"):
-                f.old_path = names[0][2:].decode("utf-8", "surrogateescape")
-                f.new_path = names[1].decode("utf-8", "surrogateescape")
-            else:
+            # a pure mode change carries its names on the diff line only
+            names = _diff_line_names(f.preamble.split(b"\n", 1)[0])
+            if names is None:
                 raise NotAPatch("a file section names no file")
+            f.old_path, f.new_path = names
     return Patch(header=header, files=files, trailer=trailer)
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import durable
+from . import durable, paths
 from .durable import crash_point
 from .errors import BadInput
 from .gitutil import Git, identity_env
@@ -92,8 +92,13 @@ class Preflight:
 
 
 def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Preflight:
-    """Refuse a target we must not touch, before any work is done."""
-    ws.ensure()
+    """Refuse a target we must not touch, before any work is done (and before
+    anything is created in the cache)."""
+    paths.refuse_worktree_inside(target, ws.overlay_root)
+    if not Git(ws.overlay_root).result("check-ref-format", "--branch", branch).ok:
+        raise BadInput(f"'{branch}' is not a valid branch name",
+                       "pass --branch a name git accepts, e.g. overlay/v0.5.1")
+    paths.check_writable(target.parent, "--worktree")
     exists = target.exists() or target.is_symlink()
     dirty = False
     if exists:
@@ -142,9 +147,6 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 f"pass --worktree {path} to update that one, or remove it with "
                 f"`git worktree remove {path}`",
             )
-    if not Git(ws.path).result("check-ref-format", "--branch", branch).ok:
-        raise BadInput(f"'{branch}' is not a valid branch name",
-                       "pass --branch a name git accepts, e.g. overlay/v0.5.1")
     return Preflight(target, branch, exists, dirty, moved)
 
 
@@ -163,15 +165,21 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-def backup(path: Path, label: str) -> str:
-    """Save every change in a worktree (untracked files too) as a commit; its ref."""
+def content_tree(path: Path) -> str:
+    """The tree of everything in a worktree (untracked files too), as it is now."""
     g = Git(path)
     with durable.scratch(workspace_cache(path), "backup") as tmp:
         index = str(Path(tmp) / "index")
         gi = g.with_env(GIT_INDEX_FILE=index)
         gi.run("read-tree", "HEAD")
         gi.run("add", "-A", ".")
-        tree = gi.run("write-tree")
+        return gi.run("write-tree")
+
+
+def backup(path: Path, label: str) -> str:
+    """Save every change in a worktree (untracked files too) as a commit; its ref."""
+    g = Git(path)
+    tree = content_tree(path)
     env = identity_env(int(time.time()))
     sha = g.run("commit-tree", tree, "-p", "HEAD", "-m",
                 f"overlay: backup of {path} before {label}", env=env)

@@ -9,8 +9,11 @@ else ``~/.cache/sglang-overlay``)::
                                     branches and worktrees; objects are
                                     borrowed from the mirror (alternates)
 
-Only what a ref needs is fetched: a depth-1 fetch of the ref, and, when a
-patch needs a 3-way merge, a depth-1 fetch of the commit it was made on.
+Only what a ref needs is fetched: a depth-1 fetch of the ref; for a patch
+that needs a 3-way merge, the blobs it was made on (by object id where the
+server allows it, else a depth-1 fetch of the pinned commit); and a depth-1
+fetch of the pinned commit when a files unit replaces a file that a ref other
+than the pin has (was the file new at the pin?), and always in ``overlay check``.
 The locks are ``flock`` locks, released by the kernel when a process dies, so
 ``kill -9`` never leaves a stale lock behind.
 """
@@ -18,6 +21,7 @@ The locks are ``flock`` locks, released by the kernel when a process dies, so
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,9 +37,16 @@ from filelock import FileLock
 from . import durable
 from .errors import BadInput
 from .gitutil import Git, clear_stale_lock
+from .userconfig import HINT as UPSTREAM_HINT
 
+OFFLINE_MISS = ("run without --offline to fetch it; if the upstream is out of reach, "
+                + UPSTREAM_HINT)
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
+VERIFIED = "overlay-verified.json"
+# what git says when the objects it has are damaged (not a network problem)
+CORRUPT = re.compile(r"corrupt|inflate:|bad object|unable to read [0-9a-f]{40}|"
+                     r"missing (blob|tree|commit) [0-9a-f]{40}")
 
 
 def default_cache_dir() -> Path:
@@ -53,19 +64,24 @@ def _slug(text: str, extra: str = "") -> str:
     return f"{name}-{digest}"
 
 
-def normalize_url(url_or_path: str, base: Path | None = None) -> str:
-    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs."""
+def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool = True) -> str:
+    """A URL git can fetch from: URLs unchanged, local paths as file:// URLs.
+
+    must_exist=False (offline: only the cache is read) accepts a local path
+    that is gone; the cache keeps its mirror under the same URL.
+    """
     if re.match(r"^[a-z][a-z0-9+.-]*://", url_or_path) or re.match(
         r"^[\w.-]+@[\w.-]+:", url_or_path
     ):
-        if url_or_path.startswith("file://"):
+        if url_or_path.startswith("file://") and must_exist:
             _require_local_repo(Path(url_or_path[len("file://"):]), url_or_path)
         return url_or_path
     path = Path(url_or_path).expanduser()
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     path = path.resolve()
-    _require_local_repo(path, url_or_path)
+    if must_exist:
+        _require_local_repo(path, url_or_path)
     return "file://" + str(path)
 
 
@@ -118,23 +134,95 @@ class Mirror:
         self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
         self.git = Git(self.path) if self.path.exists() else None
 
-    def ensure(self) -> None:
-        if (self.path / "HEAD").exists():
+    def exists(self) -> bool:
+        return (self.path / "HEAD").exists()
+
+    def ensure(self) -> bool:
+        """Create the mirror if missing (True if this call made it); a mirror
+        with a corrupt pack is replaced by a fresh one, fetched again on demand."""
+        if self.exists() and self._verified():
             self.git = self.git or Git(self.path)
-            return
+            return False
         with self.lock:
-            if (self.path / "HEAD").exists():
-                self.git = Git(self.path)
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            durable.sweep_dir(self.path.parent, ".new-")  # killed runs' half-made ones
-            tmp = Path(tempfile.mkdtemp(prefix=f".new-{os.getpid()}-", dir=self.path.parent))
-            g = Git(tmp)
-            g.run("init", "--quiet", "--bare", str(tmp))
-            g.run("config", "remote.origin.url", self.url)
-            g.run("config", "gc.auto", "0")
-            os.rename(tmp, self.path)
-            self.git = Git(self.path)
+            if self.exists():
+                if self._verified():
+                    self.git = Git(self.path)
+                    return False
+                self._discard_corrupt()
+            self._create()
+            return True
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for mark in (".new-", ".corrupt-"):  # killed runs' half-made or half-removed ones
+            durable.sweep_dir(self.path.parent, mark)
+        tmp = Path(tempfile.mkdtemp(prefix=f".new-{os.getpid()}-", dir=self.path.parent))
+        g = Git(tmp)
+        g.run("init", "--quiet", "--bare", str(tmp))
+        g.run("config", "remote.origin.url", self.url)
+        g.run("config", "gc.auto", "0")
+        os.rename(tmp, self.path)
+        self.git = Git(self.path)
+        self._mark_verified(self._packs())
+
+    # --- integrity -----------------------------------------------------------
+    # Packs this tool fetched were checked by git while they arrived; they are
+    # recorded (name, size, mtime) in VERIFIED. A pack that is not recorded, or
+    # changed since, is checked with `git verify-pack` once before it is used.
+
+    def _packs(self) -> dict[str, list[int]]:
+        out = {}
+        # git writes a pack's .idx last: a pack without one is still arriving
+        for idx in sorted((self.path / "objects" / "pack").glob("*.idx")):
+            p = idx.with_suffix(".pack")
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            out[p.name] = [st.st_size, st.st_mtime_ns]
+        return out
+
+    def _known(self) -> dict:
+        try:
+            data = json.loads((self.path / VERIFIED).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _mark_verified(self, packs: dict) -> None:
+        marker = self.path / VERIFIED
+        tmp = marker.with_name(f"{VERIFIED}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(packs, sort_keys=True))
+        os.replace(tmp, marker)
+
+    def _verified(self) -> bool:
+        packs = self._packs()
+        known = self._known()
+        new = [name for name, st in packs.items() if known.get(name) != st]
+        if not new:
+            return True
+        g = Git(self.path)
+        for name in new:
+            idx = self.path / "objects" / "pack" / name.replace(".pack", ".idx")
+            if not g.result("verify-pack", str(idx)).ok:
+                return False
+        self._mark_verified(packs)
+        return True
+
+    def _discard_corrupt(self) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
+        os.rename(self.path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        print(f"overlay: the cache's mirror {self.path} had a corrupt pack; it was removed "
+              "and what is needed is fetched again", file=sys.stderr)
+
+    def discard_if_empty(self) -> None:
+        """Remove a mirror this run created when the ref it was made for failed."""
+        with self.lock:
+            if self.exists() and not self._packs() and not any(
+                    (self.path / "objects").glob("[0-9a-f][0-9a-f]")):
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.git = None
 
     def has_commit(self, sha: str) -> bool:
         return self.git is not None and self.git.result(
@@ -154,8 +242,8 @@ class Mirror:
                 raise BadInput(f"upstream '{self.url}' is not a git repository",
                                "pass --upstream a git URL or the path of an SGLang clone")
             raise BadInput(f"cannot reach upstream '{self.url}': {stderr}",
-                           "check the URL and the network, or pass --offline "
-                           "to use what the cache already has") from None
+                           f"check the URL and the network, or {UPSTREAM_HINT} "
+                           "(--offline only uses refs the cache already has)") from None
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -187,8 +275,13 @@ class Mirror:
                     if attempt < 2 and clear_stale_lock(exc.stderr or ""):
                         continue  # a killed fetch left its lock behind
                     stderr = (exc.stderr or "").strip().replace("\n", " ")
+                    if CORRUPT.search(stderr):
+                        raise BadInput(f"the cache's mirror {self.path} is corrupt: {stderr}",
+                                       f"remove it (rm -rf {self.path}) and run the command "
+                                       "again; what is needed is fetched anew") from None
                     raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
-                                   "check that the ref exists upstream and the network works")
+                                   "check that the ref exists upstream and the network "
+                                   f"works, or {UPSTREAM_HINT}")
         finally:
             repo.close()
 
@@ -201,7 +294,7 @@ class Mirror:
         except gitpython.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().replace("\n", " ")
             raise BadInput(f"cannot list the tags of '{self.url}': {stderr}",
-                           "check the URL and the network") from None
+                           f"check the URL and the network, or {UPSTREAM_HINT}") from None
         tags: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -214,7 +307,6 @@ class Mirror:
 
     def resolve_many(self, refs: list[str], offline: bool = False) -> list[Resolved]:
         """Resolve several refs, fetching every missing one in a single fetch."""
-        self.ensure()
         if offline:
             return [self.resolve(r, offline=True) for r in refs]
         out: dict[str, Resolved] = {}
@@ -229,49 +321,74 @@ class Mirror:
                     f"list the tags with `git ls-remote --tags {self.url}`",
                 )
             out[ref] = remote
+        created = self.ensure()  # only once every ref is known to exist
+        try:
+            self._fetch_missing(out)
+        except BadInput:
+            if created:
+                self.discard_if_empty()
+            raise
+        return [out[r] for r in refs]
+
+    def _fetch_missing(self, out: dict[str, Resolved]) -> None:
         with self.lock:
             specs = sorted({
                 f"+{r.refname}:{self._local_name(r.refname)}" if r.refname else r.commit
                 for r in out.values() if not self.has_commit(r.commit)
             })
             if specs:
-                self._fetch_specs(specs, f"fetching {len(specs)} refs")
+                self._fetch_specs(specs, f"fetching {len(specs)} ref" + ("s" if len(specs) != 1 else ""))
         for r in out.values():
             if not self.has_commit(r.commit):
                 raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "
                                f"{r.commit}", "check the upstream repository")
-        return [out[r] for r in refs]
 
     def _fetch_specs(self, specs: list[str], label: str) -> None:
         progress = _Progress(label) if sys.stderr.isatty() else None
+        before = self._packs()
         try:
             self._fetch(specs, progress)
         finally:
             if progress:
                 progress.done()
+        # git checked every object of the new packs as they arrived
+        known = self._known()
+        known.update({n: st for n, st in self._packs().items() if n not in before})
+        self._mark_verified(known)
 
     def resolve(self, ref: str, offline: bool = False) -> Resolved:
-        """The commit ref names upstream, fetched (depth 1) if the mirror lacks it."""
-        self.ensure()
+        """The commit ref names upstream, fetched (depth 1) if the mirror lacks it.
+
+        Nothing is created in the cache until the ref is known to exist."""
+        if offline and not self.exists():
+            raise BadInput(f"ref '{ref}' is not in the cache ({self.path} does not exist)",
+                           OFFLINE_MISS)
         if SHA_RE.match(ref):
+            created = self.ensure()
             if not self.has_commit(ref):
                 if offline:
                     raise BadInput(f"commit {ref} is not in the cache",
-                                   "run without --offline to fetch it")
-                with self.lock:
+                                   OFFLINE_MISS)
+                try:
+                    with self.lock:
+                        if not self.has_commit(ref):
+                            self.fetch(ref, None, f"fetching {ref[:12]}")
                     if not self.has_commit(ref):
-                        self.fetch(ref, None, f"fetching {ref[:12]}")
-                if not self.has_commit(ref):
-                    raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
-                                   "pass a tag, a branch or a commit that exists upstream")
+                        raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
+                                       "pass a tag, a branch or a commit that exists upstream")
+                except BadInput:
+                    if created:
+                        self.discard_if_empty()
+                    raise
             return Resolved(ref, ref, None)
         if offline:
+            self.ensure()
             for name in (f"refs/tags/{ref}", f"refs/overlay/heads/{ref}"):
                 sha = self.git.rev(f"{name}^{{commit}}")
                 if sha:
                     return Resolved(ref, sha, name)
             raise BadInput(f"ref '{ref}' is not in the cache",
-                           "run without --offline to fetch it")
+                           OFFLINE_MISS)
         remote = self.ls_remote(ref)
         if remote is None:
             raise BadInput(
@@ -279,6 +396,7 @@ class Mirror:
                 f"name a tag, branch or commit that exists there (`git ls-remote --tags "
                 f"{self.url}` lists the tags)",
             )
+        self.ensure()
         if not self.has_commit(remote.commit):
             with self.lock:
                 if not self.has_commit(remote.commit):
@@ -408,6 +526,8 @@ class Workspace:
 
     def worktrees(self) -> dict[Path, dict[str, str]]:
         """Registered worktrees: path -> {'HEAD': sha, 'branch': ref, ...}."""
+        if not (self.path / "HEAD").exists():
+            return {}  # not created yet: no worktrees
         out = self.git.run("worktree", "list", "--porcelain")
         trees: dict[Path, dict[str, str]] = {}
         current: dict[str, str] | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .. import durable, journal, repolock, target
+from .. import durable, journal, paths, repolock, target
 from ..engine import Session
 from ..manifest import Manifest, find_root, load
 from ..upstream import Cache
@@ -22,16 +22,11 @@ def open_overlay(opts, upstream: str | None = None, offline: bool = False,
     the repository's lock (repolock.py) until the command ends. Read-only verbs
     do not wait for a writer.
     """
-    root = find_root(opts.directory)
-    if writes:
-        hold_for_command(root, writes)
-        recover(root)
-    else:
-        with repolock.try_hold(root) as free:
-            if free:  # a writer at work finishes its own change
-                journal.recover(root)
+    root = open_root(opts, writes)
     manifest = load(root, check_files=check_files)
-    session = Session(manifest, Cache(opts.cache_dir), upstream, offline)
+    cache = Cache(opts.cache_dir)
+    paths.check_writable(cache.root, "--cache-dir")
+    session = Session(manifest, cache, upstream, offline, base=opts.directory)
     swept = durable.sweep(session.cache.root)
     if (session.workspace.path / "HEAD").exists():
         if swept:  # a killed run's scratch worktree (overlay pr) is gone: drop its entry
@@ -39,6 +34,27 @@ def open_overlay(opts, upstream: str | None = None, offline: bool = False,
         if writes:
             target.recover_swaps(session.workspace)
     return manifest, session
+
+
+def open_root(opts, writes: str | None = None) -> Path:
+    """The overlay repository of -C DIR (or a parent), checked, locked and recovered.
+
+    Its own directories must not lead out of it and its .overlay/ records must
+    not come from git (both refused with exit 2 before anything is read or
+    written). A writer (writes: its verb) then takes the repository's lock;
+    then a change an interrupted run left half-done is finished (by a reader
+    only when no writer is at work: that one finishes its own change).
+    """
+    root = find_root(opts.directory)
+    paths.check_overlay_root(root)
+    if writes:
+        hold_for_command(root, writes)
+        recover(root)
+    else:
+        with repolock.try_hold(root) as free:
+            if free:
+                recover(root)
+    return root
 
 
 def recover(root: Path) -> None:

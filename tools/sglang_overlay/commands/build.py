@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import click
+from packaging.utils import canonicalize_name
 
-from .. import durable, report, state, wheels
+from .. import durable, paths, report, state, wheels
 from ..durable import PART, crash_point
 from ..engine import progress
 from ..errors import BadInput, Findings
@@ -36,15 +37,16 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         wheels.require("build", "build")
     upstream_wheel = None
     if repack is not None:
-        repack = opts.path(repack)
+        repack = opts.existing(repack, "--repack")
         upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
-        if _canonical(upstream_wheel.name) != wheels.PACKAGE:
+        if canonicalize_name(upstream_wheel.name) != wheels.PACKAGE:
             raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
                            "pass upstream's sglang wheel, e.g. `pip download --no-deps "
                            "--only-binary :all: sglang==<version>`")
 
     manifest, session = open_overlay(opts, upstream, offline, writes="build")
     out_dir = opts.path(out) if out else manifest.root / "dist"
+    paths.check_writable(out_dir, "--out")  # before the build, not after it
     ref = sglang_ref or manifest.ref
     progress(f"applying the overlay on {ref or '(no ref)'} ...")
     build = session.build_ref(ref)
@@ -128,8 +130,9 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         else:
             final = built
 
-        out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / final.name
+        _refuse_other_method(dest, method)
+        out_dir.mkdir(parents=True, exist_ok=True)
         if part_dir is not None:
             state.state_dir(manifest.root)
         durable.copy_file(final, dest, point="build-wheel-copying", part_dir=part_dir)
@@ -192,10 +195,18 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def _canonical(name: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
+def _refuse_other_method(dest: Path, method: str) -> None:
+    """A repacked wheel and a source-built one get the same name (upstream's
+    wheel is pure Python too): never let one silently replace the other."""
+    if not dest.exists():
+        return
+    old = (wheels.read_embedded(dest) or {}).get("method")
+    if old and old != method:
+        what = {"source": "built from source", "repack": "repacked"}
+        raise BadInput(f"{dest} exists and was {what.get(old, old)}; this wheel is "
+                       f"{what.get(method, method)} and has the same name",
+                       f"pass --out DIR for the {what.get(method, method)} wheel, or remove "
+                       f"{dest} first")
 
 
 def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path):

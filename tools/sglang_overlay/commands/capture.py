@@ -7,6 +7,10 @@ the pinned ref). Against it:
   * additions to multimodal_model_archs or the MLA branch of ModelConfig
     become edit units when the edit reproduces the fork's file exactly
     (otherwise a patch), and new model modules are declared as [[model]];
+  * a new config class (a new file under python/sglang/srt/configs/) that the
+    fork exports from configs/__init__.py and adds to _CONFIG_REGISTRY becomes
+    a register-config edit unit, again only when the edit reproduces both
+    files exactly;
   * deleted files, binary and mode-only changes are captured too and
     reported, never dropped silently.
 `overlay apply --sglang-ref <base>` then rebuilds the fork's tree exactly.
@@ -34,14 +38,14 @@ CAPTURE_REF = "refs/overlay-capture/fork"
 
 def run(opts, source, base, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline, writes="capture")
-    ws = session.workspace
-    ws.ensure()
-    g = ws.git
     base_ref = base or manifest.ref
     if not base_ref:
         raise BadInput("no --base given and the manifest pins no ref",
                        "pass --base REF (the upstream release the fork started from)")
-    base = session.resolve(base_ref)
+    base = session.resolve(base_ref)  # before the workspace: an unknown ref leaves nothing
+    ws = session.workspace
+    ws.ensure()
+    g = ws.git
     upstream_tip = base.commit
     fork, label, merge_base = _fork_commit(session, source, base, opts)
     if merge_base is None:
@@ -76,6 +80,10 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
             click.echo(message)
         return OK
     new_models: dict[str, dict] = {}
+    config_unit = _config_registration(g, changes, merge_base, label, taken)
+    if config_unit:
+        fields, row, consumed = config_unit
+        changes = [ch for ch in changes if ch.path not in consumed]
     # files units first, then patches, then edits (the repository's own order)
     buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
 
@@ -151,6 +159,8 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
                   "patch": patch},
                  [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
 
+    if config_unit:
+        add_unit(fields, row)
     for kind in ("files", "patch", "edit"):
         for fields, row in buckets[kind]:
             text = with_unit(text, {**fields, "forwarded": "no"})
@@ -175,7 +185,7 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     for n in notes:
         click.echo(f"note: {n}")
     click.echo("")
-    click.echo(f"captured {len(rows)} units from {label} ({fork[:12]}) against "
+    click.echo(f"captured {report.plural(len(rows), 'unit')} from {label} ({fork[:12]}) against "
                f"{base_ref} (merge-base {merge_base[:12]})")
     if merge_base != upstream_tip:
         click.echo(f"the fork started from {merge_base[:12]}, not {base_ref}: rebuild it with "
@@ -253,13 +263,57 @@ def _config_edits(g, ch, label, taken, new_models):
             continue
         for a in archs:
             new_models.setdefault(a, {"architecture": a})[flag] = True
-        name = export.slug(op.replace("register-", "register-") + "-archs", taken)
+        name = export.slug(op + "-archs", taken)
         taken.add(name)
         out.append(({"name": name, "kind": "edit",
                      "description": f"{op}: {', '.join(archs)} (captured from {label})",
                      "edit": op, "models": archs},
                     [name, "edit", edits.MODEL_CONFIG, f"{op} {', '.join(archs)}"]))
     return out
+
+
+def _config_registration(g, changes, merge_base, label, taken):
+    """(fields, row, consumed paths) of a register-config unit when the fork's
+    changes to configs/__init__.py and the registry file are exactly what the
+    edit makes for the config classes its new files define; else None."""
+    new_classes: dict[str, str] = {}
+    for ch in changes:
+        if ch.status == "A" and ch.path.startswith(edits.CONFIGS_DIR) and ch.path.endswith(".py"):
+            module = ch.path[len("python/"):-len(".py")].replace("/", ".")
+            facts = extract(g.object_bytes(ch.new_blob), module, False)
+            for name in facts.get("classes", {}):
+                new_classes.setdefault(name, module)
+    if not new_classes:
+        return None
+    read = lambda p: g.run_bytes("show", f"{merge_base}:{p}") \
+        if g.has_object(f"{merge_base}:{p}") else None
+    registry = edits.find_registry(read)
+    by_path = {ch.path: ch for ch in changes if ch.status == "M"}
+    if registry is None or registry not in by_path or edits.CONFIGS_INIT not in by_path:
+        return None
+    before = g.object_bytes(by_path[registry].old_blob).decode()
+    after = g.object_bytes(by_path[registry].new_blob).decode()
+    try:
+        added = edits.registered_configs(after)[0] - edits.registered_configs(before)[0]
+        names = sorted((n for n in added if n in new_classes), key=after.find)
+        if not names or set(added) - set(names):
+            return None
+        init = by_path[edits.CONFIGS_INIT]
+        exported = edits.export_configs(g.object_bytes(init.old_blob).decode(),
+                                        {n: new_classes[n] for n in names}).text
+        registered = edits.register_configs(before, names).text
+    except (edits.MissingAnchor, SyntaxError):
+        return None
+    if exported != g.object_bytes(init.new_blob).decode() or registered != after:
+        return None  # the fork did more, or wrote it elsewhere: patches keep it exact
+    name = export.slug("register-" + "-".join(n.lower() for n in names), taken)
+    taken.add(name)
+    fields = {"name": name, "kind": "edit",
+              "description": f"register-config: {', '.join(names)} (captured from {label})",
+              "edit": "register-config", "configs": names}
+    row = [name, "edit", f"{edits.CONFIGS_INIT}, {registry}",
+           f"register-config {', '.join(names)}"]
+    return fields, row, {edits.CONFIGS_INIT, registry}
 
 
 def _in_order(text: str, names: set[str]) -> list[str]:

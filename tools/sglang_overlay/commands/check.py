@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from .. import lint as lint_mod
-from .. import report
+from .. import releases, report
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import load
@@ -38,7 +38,9 @@ def _check_one(root: str, cache_dir: str | None, url: str, offline: bool,
     findings = lint_mod.lint_build(session, build)
     cells = {}
     for r in build.results:
-        cell = {"status": r.status, "files": r.files, "detail": r.detail, "hunks": r.hunks}
+        cell = {"status": r.status, "files": r.files, "detail": r.detail, "hunks": r.hunks,
+                # what the build said, before lint's verdict
+                "applied": r.status, "applied_detail": r.detail}
         mine = [f for f in findings if f.unit == r.unit.name and f.severity == "error"]
         if mine and r.status not in (CONFLICT, RETIRED):
             cell.update(status=LINT_ERROR, detail="; ".join(f.text() for f in mine))
@@ -82,12 +84,17 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     m = manifest
     for i, r in enumerate(resolved):
         # the pinned ref is checked on its locked commit, as apply builds it
-        if (r.ref == m.ref and m.commit and r.commit != m.commit
-                and session.is_manifest_upstream
-                and session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}")):
+        # (also on a mirror with GitHub's history, which has that commit)
+        if r.ref != m.ref or not m.commit or r.commit == m.commit:
+            continue
+        if session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
             lock_notes.append(f"LOCK MISMATCH: {r.ref} now resolves to {r.commit} upstream; "
                               f"checked the locked {m.commit} (see `overlay apply --update-lock`)")
             resolved[i] = Resolved(r.ref, m.commit, r.refname)
+        elif not session.is_manifest_upstream:
+            lock_notes.append(f"DIFFERENT HISTORY: {session.url} does not have the locked "
+                              f"{m.commit}; checked its {r.ref} ({r.commit}), the lock is not "
+                              "checked")
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
     jobs = jobs or os.cpu_count() or 1
@@ -100,7 +107,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         columns = [_check_one(*a) for a in args]
     seconds = time.perf_counter() - started
 
-    notes = lock_notes + _notes(manifest, columns)
+    notes = lock_notes + _notes(session, manifest, columns)
     bad = any(c["status"] in (CONFLICT, LINT_ERROR)
               for col in columns for c in col["cells"].values())
     code = FINDINGS if bad else OK
@@ -128,19 +135,35 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         for n in notes:
             click.echo(n)
     per_ref = ", ".join(f"{c['ref']} {c['seconds']:.2f}s" for c in columns)
-    click.echo(f"\nchecked {len(columns)} refs in {seconds:.2f} s ({per_ref})")
+    click.echo(f"\nchecked {report.plural(len(columns), 'ref')} in {seconds:.2f} s ({per_ref})")
     return code
 
 
-def _notes(manifest, columns: list[dict]) -> list[str]:
+def _provides_from(session, manifest, columns, i: int, files: list[str]) -> str:
+    """The first release whose tree has files, between the last column before
+    i where upstream did not provide them (or the pin) and column i."""
+    ref = columns[i]["ref"]
+    before = [c["ref"] for c in columns[:i] if releases.is_release(c["ref"])
+              and releases.is_release(ref) and version_key(c["ref"]) < version_key(ref)]
+    if manifest.ref and releases.is_release(manifest.ref) and releases.is_release(ref) \
+            and version_key(manifest.ref) < version_key(ref):
+        before.append(manifest.ref)
+    after = max(before, key=version_key) if before else None
+    holds = lambda g, c: releases.has_paths(g, c, files)
+    return releases.first_release(session, holds, after, ref) or ref
+
+
+def _notes(session, manifest, columns: list[dict]) -> list[str]:
     """Where upstream caught up, and what conflicts."""
     notes = []
     for u in manifest.units:
-        for col in columns:
+        for i, col in enumerate(columns):
             cell = col["cells"][u.name]
-            if cell["status"] == UPSTREAM_PROVIDES:
+            # the build's status: a lint error in the cell must not hide it
+            if cell.get("applied", cell["status"]) == UPSTREAM_PROVIDES:
+                first = _provides_from(session, manifest, columns, i, cell["files"])
                 notes.append(f"{u.name}: upstream provides {', '.join(cell['files'])} "
-                             f"from {col['ref']} on ({cell['detail']})")
+                             f"from {first} on ({cell.get('applied_detail', cell['detail'])})")
                 break
         first_move = next((col for col in columns
                            if col["cells"][u.name]["status"] == APPLIED_MOVED), None)

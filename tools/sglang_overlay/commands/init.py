@@ -8,24 +8,20 @@ from pathlib import Path
 
 import click
 
-from .. import durable
+from .. import durable, github_ci, report, userconfig
 from ..durable import crash_point
 from ..errors import OK, BadInput
 from ..gitutil import Git
-from ..manifest import MANIFEST_NAME
+from ..manifest import MANIFEST_NAME, load, with_lock
 from ..upstream import Cache, normalize_url
 from . import hold_for_command
 
-MANIFEST_TEMPLATE = """\
+MANIFEST_HEADER = """\
 # sglang-overlay manifest: the upstream, its pinned ref and lock, and the
 # ordered units (files | patch | edit) the overlay applies on top of it.
 # See `overlay --help`; units are added by `overlay capture`, `overlay
 # refresh`, or by hand.
 
-[upstream]
-url = "{url}"
-ref = "{ref}"
-commit = "{commit}"
 """
 
 INIT_MARK = ".overlay-init-"
@@ -51,20 +47,35 @@ def _skeleton(dest: Path) -> None:
         Git(dest).run("init", "--quiet")
 
 
-def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: bool) -> int:
-    dest = (opts.directory / directory).absolute()
+def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
+        offline: bool, ci: str | None = None, gpu_runner: str | None = None,
+        as_json: bool = False) -> int:
+    dest = opts.path(directory)
     if (dest / MANIFEST_NAME).exists():
         raise BadInput(f"{dest / MANIFEST_NAME} already exists",
                        "pick another directory, or work on that overlay with -C")
     if not sglang_ref:
         raise BadInput("overlay init needs --sglang-ref REF (the upstream release to pin)",
                        "pass e.g. --sglang-ref v0.5.1")
-    url = normalize_url(upstream)
-    stored = upstream if "://" in upstream or "@" in upstream else url[len("file://"):]
+    if gpu_runner is not None and ci is None:
+        raise BadInput("--gpu-runner needs --ci github", "pass --ci github --gpu-runner LABEL")
+    if gpu_runner is not None:
+        github_ci.check_label(gpu_runner)
+    # The manifest names --upstream (default GitHub's); the fetch goes where
+    # the user's setting says ($SGLANG_OVERLAY_UPSTREAM, a [mirrors] entry).
+    if upstream:
+        url = normalize_url(upstream, base=opts.directory)
+        stored = upstream if "://" in upstream or "@" in upstream else url[len("file://"):]
+        choice = userconfig.Choice(url, "--upstream", None)
+    else:
+        stored = userconfig.GITHUB_URL
+        choice = userconfig.choose(None, stored, None)
+        url = normalize_url(choice.url, base=choice.base or Path.cwd())
     mirror = Cache(opts.cache_dir).mirror(url)
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 
-    manifest = MANIFEST_TEMPLATE.format(url=stored, ref=sglang_ref, commit=resolved.commit)
+    manifest = with_lock(MANIFEST_HEADER, sglang_ref, resolved.commit, url=stored)
+    workflows: list[Path] = []
     if dest.is_dir() and any(dest.iterdir()):
         # an existing directory (a repository, say): overlay.toml goes in last, so
         # until it is there a killed init is simply run again
@@ -74,6 +85,10 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
                            "pick another directory, or work on that overlay with -C")
         _skeleton(dest)
         crash_point("init-skeleton")
+        if ci == "github":  # the workflows read the new manifest: a copy in scratch space
+            with durable.scratch(Cache(opts.cache_dir).root, "init") as tmp:
+                durable.write_text(tmp / MANIFEST_NAME, manifest)
+                workflows = github_ci.write(dest, load(tmp, check_files=False), gpu_runner)
         durable.write_text(dest / MANIFEST_NAME, manifest)
     else:
         # a new directory is made complete beside it and renamed into place
@@ -84,6 +99,9 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
         _skeleton(work)
         crash_point("init-skeleton")
         durable.write_text(work / MANIFEST_NAME, manifest)
+        if ci == "github":
+            workflows = [dest / p.relative_to(work)
+                         for p in github_ci.write(work, load(work), gpu_runner)]
         try:
             if dest.is_dir():
                 dest.rmdir()
@@ -92,9 +110,25 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
             shutil.rmtree(work, ignore_errors=True)
             raise BadInput(f"{dest} was filled by another process meanwhile",
                            "pick another directory") from None
+    if as_json:
+        report.emit_json({
+            "directory": str(dest),
+            "upstream": stored,
+            "fetched_from": url,
+            "upstream_source": choice.source,
+            "ref": sglang_ref,
+            "commit": resolved.commit,
+            "workflows": [str(p) for p in workflows],
+            "exit_code": OK,
+        })
+        return OK
     click.echo(f"initialized an empty overlay in {dest}")
     click.echo(f"  upstream {stored}")
+    if choice.source != "--upstream" and url != normalize_url(stored):
+        click.echo(f"  fetched  from {url} ({choice.describe()})")
     click.echo(f"  pinned   {sglang_ref} at {resolved.commit}")
+    for p in workflows:
+        click.echo(f"  wrote    {p.relative_to(dest)}")
     click.echo("next: `overlay capture --from <your fork>` or add units to "
                f"{MANIFEST_NAME}, then `overlay apply`")
     return OK

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .. import durable, export, journal, report, state, target, workflow
+from .. import durable, export, journal, paths, report, state, target, workflow
 from ..durable import crash_point
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
@@ -44,7 +44,10 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
             raise BadInput("there is no apply or upgrade stopped on a conflict",
                            "run `overlay apply` or `overlay upgrade` first")
         manifest, session = open_overlay(opts, pending["upstream"], writes="refresh")
-        session.patch_overrides = {k: Path(v) for k, v in pending.get("overrides", {}).items()}
+        # resolved patches are read only from where --continue puts them
+        resolved = manifest.root / state.STATE_DIR / workflow.RESOLVED_DIR
+        session.patch_overrides = {k: paths.confine(Path(v), resolved, "a resolved patch")
+                                   for k, v in pending.get("overrides", {}).items()}
         if abort:
             saved = workflow.drop_resolution(session, pending)
             if as_json:
@@ -320,7 +323,15 @@ def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
     for ch in export.changes(g, parent, c):
         before = g.object_bytes(ch.old_blob).decode() if ch.status != "A" else ""
         after = g.object_bytes(ch.new_blob).decode() if ch.status != "D" else ""
-        if unit.edit == "register-multimodal":
+        if unit.edit == "register-config":
+            read = lambda path: g.run_bytes("show", f"{parent}:{path}") \
+                if g.has_object(f"{parent}:{path}") else None
+            try:
+                steps = dict(edits.config_plan(m, unit, read))
+            except edits.MissingAnchor:
+                steps = {}
+            expected = steps[ch.path](before).text if ch.path in steps else None
+        elif unit.edit == "register-multimodal":
             expected = edits.register_multimodal(before, [x.architecture for x in models]).text
         elif unit.edit == "register-mla":
             expected = edits.register_mla(before, [x.architecture for x in models]).text

@@ -1,10 +1,14 @@
 """`overlay upgrade --to REF`: move the pin to a new upstream ref.
 
+0. Moving the pin back before a unit's applied-upstream brings the unit back
+   (pinback.py): its files from the overlay repository's git history, or a
+   refusal (exit 2) with nothing written.
 1. Build the overlay on REF. A conflict stops here: a resolution worktree
    is left and `overlay refresh --continue` finishes the upgrade later.
 2. Retire units upstream caught up with: `already-upstream` ones always,
    `upstream-provides` ones when the user accepts (asked on a terminal;
-   --yes accepts all). The manifest records applied-upstream = REF.
+   --yes accepts all). The manifest records applied-upstream = the first
+   release whose tree has the change (releases.py), REF when it cannot tell.
 3. Regenerate every patch whose export against REF differs from the stored
    one (it needed a 3-way merge or an offset, or its base blobs moved), so it
    applies cleanly again; headers are kept.
@@ -23,14 +27,17 @@ from dataclasses import replace
 
 import click
 
-from .. import export, journal, report, target, workflow
+from .. import durable, export, journal, pinback, releases, report, target, workflow
 from ..changelog import add_line
 from ..durable import crash_point
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
+from ..units import Stage
+from ..units import edit as edits
 from ..upstream import Resolved
+from ..versions import version_key
 from . import open_overlay
 
 UNFINISHED = ".overlay/upgrade.json"  # written with the upgraded overlay, removed after
@@ -71,36 +78,59 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     dest = target.default_target(root, to_ref)
     pre = target.preflight(session.workspace, dest, target.branch_for(to_ref), force=False)
     base = session.resolve(to_ref)
-    # 1. what upstream caught up with, judged with every unit applied
-    first = session.build(base)
-    retire: dict[str, str] = {}
-    for r in first.results:
-        if r.unit.retired:
-            continue
-        if r.status == ALREADY_UPSTREAM or (
-                r.status == UPSTREAM_PROVIDES and _accept(r.unit.name, r.files, r.detail,
-                                                          to_ref, yes)):
-            retire[r.unit.name] = r.status
-    # 2. the overlay as it will be: the units that stay, on REF. Patches are
-    # regenerated against exactly this, and a conflict here stops the upgrade.
-    staying = [replace(u, applied_upstream=to_ref) if u.name in retire else u
-               for u in m.units]
-    build = session.build(base, units=staying) if retire else first
+    # 0. moving the pin back before a unit's applied-upstream brings the unit
+    # back, its files as the overlay's history had them when it was retired
+    revived = pinback.revivals(session, m, base)
+    if revived:
+        _ = session.overlay_commit  # of the real overlay, before the stand-in
+    with pinback.stand_in(session, revived) as work:
+        wm = work.manifest
+        # 1. what upstream caught up with, judged with every unit applied
+        first = work.build(base)
+        retire: dict[str, str] = {}
+        for r in first.results:
+            if r.unit.retired:
+                continue
+            if r.status == ALREADY_UPSTREAM or (
+                    r.status == UPSTREAM_PROVIDES and _accept(r.unit.name, r.files, r.detail,
+                                                              to_ref, yes)):
+                retire[r.unit.name] = r.status
+        # the release upstream first had it in, from the trees (files units)
+        retire_at = {name: _first_release(work, wm.unit(name), from_ref, to_ref)
+                     for name in retire}
+        # 2. the overlay as it will be: the units that stay, on REF. Patches are
+        # regenerated against exactly this, and a conflict here stops the upgrade.
+        staying = [replace(u, applied_upstream=retire_at[u.name]) if u.name in retire else u
+                   for u in wm.units]
+        build = work.build(base, units=staying) if retire else first
+        if not build.ok and revived:
+            names = ", ".join(r.unit.name for r in build.conflicts)
+            raise BadInput(f"moving the pin back to {to_ref} brings back "
+                           f"{', '.join(revived)}, but {names} then conflicts on {to_ref}; "
+                           "nothing was written",
+                           f"pin a release at or after {pinback.earliest(m, revived)}, or "
+                           "restore the units by hand and resolve with `overlay apply`")
+        patches = {u.name: work.patch_file(u).read_bytes()
+                   for u in wm.units if u.kind == "patch" and not u.retired}
     if not build.ok:
         return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
 
     tx = journal.Transaction(root)
     text = (root / MANIFEST_NAME).read_text()
+    for name, files in revived.items():
+        text = with_unit_keys(text, name, applied_upstream=None)
+        for rel, data in files.items():
+            tx.write(rel, data)
     actions: dict[str, str] = {}
     regenerated = []
     statuses = {r.unit.name: r.status for r in first.results}
     for r in build.results:
         u = next(x for x in m.units if x.name == r.unit.name)
-        if u.retired:
+        if u.retired and u.name not in revived:
             actions[u.name] = "retired earlier"
             continue
         if u.name in retire:
-            text = with_unit_keys(text, u.name, applied_upstream=to_ref)
+            text = with_unit_keys(text, u.name, applied_upstream=retire_at[u.name])
             if u.kind == "files":
                 for rel in m.unit_files(u):
                     tx.delete(f"overlay/{rel}")
@@ -109,23 +139,27 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             actions[u.name] = f"retired ({retire[u.name]})"
             continue
         if u.kind == "patch":
-            current = session.patch_file(u).read_bytes()
+            current = patches.get(u.name) or session.patch_file(u).read_bytes()
             g = session.workspace.git
             fresh = export.with_new_diff(current, export.diff(g, r.parent, r.commit or r.parent), g)
-            if fresh != (root / u.patch).read_bytes():
+            if fresh != tx.read(u.patch):
                 tx.write(u.patch, fresh)
                 regenerated.append(u.name)
                 actions[u.name] = f"regenerated ({_why(r)})"
                 continue
         actions[u.name] = "kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else \
             "kept (upstream provides it; pass --yes to retire)"
+        if u.name in revived:
+            actions[u.name] = f"brought back (applied upstream only in {u.applied_upstream})"
     retired = list(retire)
+    # no lock when the upstream was overridden with --upstream
     lock_commit = base.commit if session.is_manifest_upstream else None
-    text = with_lock(text, to_ref, lock_commit) if lock_commit else _pin_only(text, to_ref)
+    text = with_lock(text, to_ref, lock_commit)
     tx.write(MANIFEST_NAME, text.encode())
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
-        _changelog_line(from_ref, to_ref, retired, regenerated)).encode())
+        _changelog_line(from_ref, to_ref, retire_at, regenerated,
+                        {n: m.unit(n).applied_upstream for n in revived})).encode())
     # recorded with the change itself: a run killed before the worktree is made
     # leaves the record, and the next `upgrade --to REF` makes the worktree
     record = {"from": from_ref, "to": to_ref, "base": base.commit}
@@ -140,7 +174,8 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
         "units": [{**r.to_json(), "status": statuses[r.unit.name],
                    "action": actions[r.unit.name]} for r in first.results],
-        "retired": retired, "regenerated": regenerated, "changed_files": changed,
+        "retired": retired, "regenerated": regenerated, "revived": list(revived),
+        "changed_files": changed,
         **out.to_json(), "exit_code": code,
     }
     if as_json:
@@ -151,7 +186,9 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     for f in out.findings:
         click.echo(f.text())
     click.echo("")
-    click.echo(f"upgraded {from_ref} -> {to_ref} ({base.commit[:12]}); "
+    verb = "moved the pin back" if revived or (
+        from_ref and version_key(to_ref) < version_key(from_ref)) else "upgraded"
+    click.echo(f"{verb} {from_ref} -> {to_ref} ({base.commit[:12]}); "
                f"changed: {', '.join(changed) or 'nothing'}")
     click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
     return code
@@ -224,9 +261,10 @@ def _accept(name: str, files: list[str], detail: str, to_ref: str, yes: bool) ->
         return True
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
+    # on stderr, so that stdout is only the report (--json stays parseable)
     return click.confirm(
         f"{to_ref} has its own {', '.join(files)} ({detail}). Retire unit '{name}' and use "
-        "upstream's?", default=False)
+        "upstream's?", default=False, err=True)
 
 
 def _why(r) -> str:
@@ -239,22 +277,44 @@ def _why(r) -> str:
     return "its base changed"
 
 
-def _pin_only(text: str, ref: str) -> str:
-    """Move the pin without a lock (the upstream was overridden with --upstream)."""
-    import tomlkit
+def _first_release(session, unit, from_ref, to_ref) -> str:
+    """Where upstream first had a retired unit's change, from the trees of the
+    releases after the old pin: for a files unit the first with its files, for
+    an edit unit the first with every entry, for a patch the first it
+    reverse-applies on; REF when that cannot be told."""
+    m = session.manifest
+    if unit.kind == "files":
+        paths = m.unit_files(unit)
+        holds = lambda g, c: releases.has_paths(g, c, paths)
+    elif unit.kind == "edit":
+        def holds(g, c):
+            read = lambda p: g.run_bytes("show", f"{c}:{p}") if g.has_object(f"{c}:{p}") \
+                else None
+            return edits.already_upstream(m, unit, read)
+    else:
+        patch = session.patch_file(unit)
 
-    doc = tomlkit.parse(text)
-    doc["upstream"]["ref"] = ref
-    doc["upstream"].pop("commit", None)
-    return tomlkit.dumps(doc)
+        def holds(g, c):
+            with durable.scratch(session.cache.root, "first") as tmp:
+                stage = Stage(g, tmp / "index", c)
+                return stage.apply(patch, "--reverse", "--check").ok
+    return releases.first_release(session, holds, from_ref, to_ref) or to_ref
 
 
-def _changelog_line(from_ref, to_ref, retired, regenerated) -> str:
-    line = f"Upgraded SGLang from {from_ref} to {to_ref}"
+def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict) -> str:
+    back = version_key(to_ref) < version_key(from_ref) if from_ref else False
+    line = (f"Moved the SGLang pin back from {from_ref} to {to_ref}" if back
+            else f"Upgraded SGLang from {from_ref} to {to_ref}")
     parts = []
-    if retired:
-        parts.append("retired " + ", ".join(f"`{n}`" for n in retired) +
-                     f" (applied upstream in {to_ref})")
+    if revived:
+        parts.append("brought back " + ", ".join(
+            f"`{n}` (applied upstream only in {at})" for n, at in revived.items()))
+    by_release: dict[str, list[str]] = {}
+    for name, at in retired.items():
+        by_release.setdefault(at, []).append(name)
+    for at, names in by_release.items():
+        parts.append("retired " + ", ".join(f"`{n}`" for n in names) +
+                     f" (applied upstream in {at})")
     if regenerated:
         parts.append("regenerated " + ", ".join(f"`{n}`" for n in regenerated))
     return line + (": " + "; ".join(parts) if parts else "") + "."

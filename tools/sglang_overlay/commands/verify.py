@@ -35,9 +35,10 @@ from pathlib import Path
 
 import click
 
-from .. import journal, report, wheels
+from .. import report, wheels
 from ..errors import FINDINGS, OK, BadInput
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 from .install import interpreter
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
@@ -144,8 +145,7 @@ OK_STATUSES = {"ok", "needs-gpu", "skipped"}
 
 def run(opts, python, as_json) -> int:
     py = interpreter(python, opts.directory)
-    root = find_root(opts.directory)
-    journal.recover(root)  # like every verb: finish a change an interrupted run left
+    root = open_root(opts)  # checked, and an interrupted change finished
     manifest = load(root)
     rebuild = f"overlay build && overlay install --python {py}"
     checks: list[Check] = []
@@ -242,7 +242,7 @@ def _manifest_check(mpath: Path, embedded: dict) -> Check:
     units = embedded.get("units", [])
     tool = embedded.get("tool", {})
     return Check("manifest", "ok",
-                 f"{up.get('ref')} ({up['commit'][:12]}), {len(units)} units, "
+                 f"{up.get('ref')} ({up['commit'][:12]}), {report.plural(len(units), 'unit')}, "
                  f"{embedded.get('method', '?')} build by sglang-overlay "
                  f"{tool.get('version', '?')}")
 

@@ -15,7 +15,15 @@ API drift
 config consistency
   multimodal-unregistered  a class with multimodal hooks, or a model declared
                            multimodal, is not in ``multimodal_model_archs``
-  mla-unregistered         a model declared MLA is not in the MLA branch
+  mla-unregistered         a model declared MLA is not in DeepSeek's MLA branch
+                           (another branch setting AttentionArch.MLA is not enough)
+  config-unregistered      an overlay config class (one with a model_type that no
+                           other overlay class nests) is not in _CONFIG_REGISTRY,
+                           or a model's declared config is defined nowhere
+  config-model-type-duplicate  an overlay config's model_type already belongs
+                           to an upstream config class
+syntax
+  syntax-error           an overlay file does not parse
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from ..manifest import table_line
 from ..units import edit as edits
 from .facts import REGISTRY_MODULE, FactsCache
-from .tree import PY_ROOT, DirTree, GitTree, Modules
+from .tree import PY_ROOT, GitTree, Modules
 
 MODELS_DIR = PY_ROOT + "sglang/srt/models/"
 MODELS_PKG = "sglang.srt.models"
@@ -101,6 +110,7 @@ class Linter:
         archs = self.registry()
         self.declared(archs)
         self.config(archs)
+        self.configs()
         return sorted(self.findings, key=lambda x: (x.path, x.line, x.rule))
 
     # --- registry ---------------------------------------------------------
@@ -143,9 +153,10 @@ class Linter:
         return archs
 
     def declared(self, archs: dict) -> None:
-        for m in self.manifest.models:
+        for i, m in enumerate(self.manifest.models):
             if m.architecture not in archs:
-                self.add("overlay.toml", 1, "arch-unregistered",
+                line = table_line(self.manifest.path, "model", index=i)
+                self.add("overlay.toml", line, "arch-unregistered",
                          f"declared architecture {m.architecture} has no native class in "
                          "any EntryClass; SGLang would fall back to TransformersForCausalLM",
                          f"add a model module whose EntryClass includes {m.architecture}",
@@ -264,10 +275,88 @@ class Linter:
                          unit=self.model_unit(m))
             if m.mla and m.architecture not in mla:
                 self.add(edits.MODEL_CONFIG, 1, "mla-unregistered",
-                         f"{m.architecture} is declared MLA but no MLA branch of "
-                         "ModelConfig names it after apply",
+                         f"{m.architecture} is declared MLA but is not tested in "
+                         "ModelConfig's MLA branch (the one that tests "
+                         f"{edits.MLA_ANCHOR_ARCH}) after apply",
                          "add it to a register-mla edit unit",
                          unit=self.model_unit(m))
+
+
+    # --- configuration classes -------------------------------------------------
+
+    def configs(self) -> None:
+        ours = [p for p in self.overlay_paths
+                if p.startswith(edits.CONFIGS_DIR) and p.endswith(".py")]
+        declared = {m.config: m for m in self.manifest.models if m.config}
+        if not ours and not declared:
+            return
+        registry = edits.find_registry(self.tree.read)
+        names, keys = (edits.registered_configs(self.tree.read(registry).decode("utf-8"))
+                       if registry else (set(), set()))
+        reg_module = Modules.module_of(registry)[0] if registry else None
+        registered = {self.mods.symbol(reg_module, n) for n in names} if registry else set()
+        registered = {(f[1], f[2]) for f in registered if f and f[0] == "class"}
+        # model_type -> the upstream config class that has it
+        theirs: dict[str, str] = {}
+        for path in self.tree.listdir(edits.CONFIGS_DIR):
+            if path in self.overlay_paths or not path.endswith(".py"):
+                continue
+            mod, is_pkg = Modules.module_of(path)
+            for cname, c in self.mods.facts_of_path(path, mod, is_pkg).get("classes",
+                                                                            {}).items():
+                if c.get("model_type"):
+                    theirs.setdefault(c["model_type"], f"{cname} ({path})")
+        for key in keys:
+            theirs.setdefault(key, f"the {edits.REGISTRY} entry '{key}' ({registry})")
+        defined = set()
+        for path in ours:
+            mod, is_pkg = Modules.module_of(path)
+            f = self.mods.facts_of_path(path, mod, is_pkg)
+            classes = f.get("classes", {})
+            defined |= set(classes)
+            nested = _nested_names(self.tree.read(path) or b"", set(classes))
+            for cname, c in sorted(classes.items(), key=lambda kv: kv[1]["line"]):
+                mt = c.get("model_type")
+                if not mt:
+                    continue
+                if mt in theirs:
+                    self.add(path, c["line"], "config-model-type-duplicate",
+                             f"{cname}'s model_type '{mt}' already belongs to upstream's "
+                             f"{theirs[mt]}; only one class can be registered under it",
+                             f"give {cname} a model_type of its own")
+                if (mod, cname) in registered or (cname in nested and cname not in declared):
+                    continue
+                where = registry or " or ".join(edits.REGISTRY_FILES)
+                self.add(path, c["line"], "config-unregistered",
+                         f"{cname} (model_type '{mt}') is not in {edits.REGISTRY} ({where}); "
+                         f"SGLang reads such checkpoints with AutoConfig, which does not "
+                         f"know '{mt}'",
+                         f'add it to a register-config edit unit: configs = ["{cname}"]')
+        for cname, m in declared.items():
+            if cname in defined or any(c == cname for _, c in registered):
+                continue
+            self.add("overlay.toml", 1, "config-unregistered",
+                     f"{m.architecture} declares config = \"{cname}\", which no overlay file "
+                     f"under {edits.CONFIGS_DIR} defines and {edits.REGISTRY} does not hold",
+                     f"define {cname} in {edits.CONFIGS_DIR}<name>.py and register it with "
+                     "a register-config edit unit", unit=self.model_unit(m))
+
+
+def _nested_names(source: bytes, classes: set[str]) -> set[str]:
+    """Classes of this file that another class of it refers to: sub-configs
+    (a vision or text config) are built by their parent, not registered."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            out |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                    and n.id in classes and n.id != node.name}
+    return out
 
 
 def overlay_paths(manifest) -> list[str]:
@@ -289,4 +378,4 @@ def lint_build(session, build) -> list[Finding]:
     return lint_tree(session.manifest, tree, session.cache.root / "lint-facts.sqlite")
 
 
-__all__ = ["Finding", "lint_tree", "lint_build", "GitTree", "DirTree"]
+__all__ = ["Finding", "lint_tree", "lint_build", "GitTree"]

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-FACTS_VERSION = "4"
+FACTS_VERSION = "5"  # 5: classes carry their model_type
 REGISTRY_MODULE = "sglang.srt.models.registry"
 
 
@@ -68,7 +68,13 @@ def _is_dataclass(cls: ast.ClassDef) -> bool:
 def _class(cls: ast.ClassDef) -> dict:
     methods: dict[str, dict] = {}
     fields: list[str] = []
+    model_type = None
     for node in cls.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "model_type"
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            model_type = node.value.value
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             methods[node.name] = _signature(node, method=True)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -78,6 +84,7 @@ def _class(cls: ast.ClassDef) -> dict:
         "methods": methods,
         "dataclass": _is_dataclass(cls),
         "fields": fields,
+        "model_type": model_type,  # a PretrainedConfig's `model_type = "..."`
         "line": cls.lineno,
     }
 

@@ -1,16 +1,11 @@
 """A read-only view of a patched tree, and the Python modules in it.
 
-``GitTree`` reads a commit without checking it out; ``DirTree`` reads a
-directory (a checked-out worktree). ``Modules`` maps dotted module names of
+``GitTree`` reads a commit without checking it out. ``Modules`` maps dotted module names of
 upstream's ``python/`` project to files and answers where a name comes from,
 following ``from x import y`` aliases, ``import *`` and packages.
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
-from pathlib import Path
 
 from ..gitutil import Git
 from .facts import FACTS_VERSION, FactsCache, extract
@@ -50,31 +45,6 @@ class GitTree:
             self._dirs = {p.rsplit("/", i)[0] for p in self.blobs
                           for i in range(1, p.count("/") + 1)}
         return path in self._dirs
-
-
-class DirTree:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def key(self, path: str) -> str | None:
-        data = self.read(path)
-        return "sha256:" + hashlib.sha256(data).hexdigest() if data is not None else None
-
-    def read(self, path: str) -> bytes | None:
-        p = self.root / path
-        return p.read_bytes() if p.is_file() else None
-
-    def exists(self, path: str) -> bool:
-        return (self.root / path).is_file()
-
-    def is_dir(self, path: str) -> bool:
-        return (self.root / path).is_dir()
-
-    def listdir(self, prefix: str) -> list[str]:
-        d = self.root / prefix
-        if not d.is_dir():
-            return []
-        return sorted(f"{prefix}{n}" for n in os.listdir(d) if (d / n).is_file())
 
 
 class Modules:

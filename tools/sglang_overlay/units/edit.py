@@ -12,8 +12,18 @@ Operations (``edit = ...`` in the manifest):
     add the architectures to ``multimodal_model_archs``, the list behind
     ``is_multimodal_model`` in ``python/sglang/srt/configs/model_config.py``.
 ``register-mla``
-    add them to the MLA branch of ``ModelConfig``: the chain of
-    ``"X" in self.hf_config.architectures`` that sets ``AttentionArch.MLA``.
+    add them to the MLA branch of ``ModelConfig``: the ``if``/``elif`` in
+    which ``"DeepseekV2ForCausalLM" in self.hf_config.architectures`` is
+    tested (however its condition is written) and that sets
+    ``AttentionArch.MLA``; other MLA branches have other head dimensions.
+``register-config``
+    export configuration classes the overlay defines under
+    ``python/sglang/srt/configs/`` from that package's ``__init__.py`` (the
+    import, and ``__all__``) and add them to ``_CONFIG_REGISTRY``, in each
+    release's shape: a ``{C.model_type: C}`` dict (v0.5.1 .. v0.5.4, first in
+    ``srt/``, then ``srt/utils/``), a list (v0.5.5 on), the list inside a
+    ``{cls.model_type: cls for cls in [...]}`` comprehension in
+    ``srt/utils/hf_transformers/common.py`` (v0.5.12 on).
 ``add-model-case``
     add ``ModelCase(...)`` entries to upstream's generation suite:
     ``ALL_MODELS`` in ``test/registered/models/test_generation_models.py``
@@ -67,24 +77,31 @@ def _module_list(tree: ast.Module, name: str) -> ast.List | None:
     return None
 
 
-def _append_to_list(text: str, node: ast.List, items: list[str]) -> str:
-    """Add items (source snippets) as the last elements of a list literal."""
+def _append_to_list(text: str, node: ast.List | ast.Dict, items: list[str]) -> str:
+    """Add items (source snippets; ``key: value`` for a dict) as the last
+    elements of a list or dict literal."""
     lines = text.splitlines(keepends=True)
+    is_dict = isinstance(node, ast.Dict)
+    elts = node.values if is_dict else node.elts
+    opening, closing = ("{", "}") if is_dict else ("[", "]")
     if node.lineno == node.end_lineno:
-        # a one-line list: rewrite it exploded, one element per line
+        # a one-line literal: rewrite it exploded, one element per line
         line = lines[node.lineno - 1]
         start = len(line.encode()[: node.col_offset].decode())
         end = len(line.encode()[: node.end_col_offset].decode())
         inner = _indent(line) + "    "
-        old = [ast.get_source_segment(text, e) for e in node.elts]
+        seg = lambda e: ast.get_source_segment(text, e)
+        old = ([f"{seg(k)}: {seg(v)}" for k, v in zip(node.keys, node.values)] if is_dict
+               else [seg(e) for e in elts])
         body = "".join(f"{inner}{s},\n" for s in old + items)
-        lines[node.lineno - 1] = line[:start] + "[\n" + body + _indent(line) + "]" + line[end:]
+        lines[node.lineno - 1] = (line[:start] + opening + "\n" + body + _indent(line)
+                                  + closing + line[end:])
         return "".join(lines)
     close = lines[node.end_lineno - 1]
-    if not close.lstrip().startswith("]"):
-        raise MissingAnchor("the list's closing bracket is not on its own line")
-    if node.elts:
-        last = node.elts[-1]
+    if not close.lstrip().startswith(closing):
+        raise MissingAnchor(f"the literal's closing {closing} is not on its own line")
+    if elts:
+        last = elts[-1]
         inner = _indent(lines[last.lineno - 1]) if last.lineno > node.lineno else _indent(close) + "    "
         end_line = lines[last.end_lineno - 1]
         cut = len(end_line.encode()[: last.end_col_offset].decode())
@@ -140,6 +157,13 @@ def register_multimodal(text: str, archs: list[str]) -> Result:
 
 # --- register-mla -------------------------------------------------------------
 
+MLA_ANCHOR_ARCH = "DeepseekV2ForCausalLM"
+MLA_ANCHOR = (
+    f'the MLA branch of ModelConfig: the `if`/`elif` whose condition tests '
+    f'"{MLA_ANCHOR_ARCH}" in self.hf_config.architectures and that sets '
+    "self.attention_arch = AttentionArch.MLA"
+)
+
 
 def _arch_test(node: ast.expr) -> str | None:
     """'X' for a test of the form  "X" in self.hf_config.architectures."""
@@ -167,14 +191,32 @@ def _sets_mla(body: list[ast.stmt]) -> bool:
     return False
 
 
-def _mla_branches(tree: ast.Module) -> list[ast.If]:
-    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig"), None)
+def _tested(test: ast.expr) -> set[str]:
+    """Every architecture a condition tests, however it is nested."""
+    return {n for n in (_arch_test(x) for x in ast.walk(test)) if n}
+
+
+def _mla_anchor(tree: ast.Module) -> ast.If:
+    """The branch of ModelConfig in which DeepseekV2ForCausalLM is tested.
+
+    Found by what it tests, not by its shape: upstream's condition grew
+    compound operands (``or ("Pixtral..." in ... and getattr(...))``) and
+    other branches set AttentionArch.MLA too (MiniCPM3's, with other head
+    dimensions), so "the first all-simple MLA chain" is the wrong anchor.
+    """
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig"),
+               None)
     if cls is None:
         raise MissingAnchor("class ModelConfig")
-    return [n for n in ast.walk(cls) if isinstance(n, ast.If) and _sets_mla(n.body)]
+    found = [n for n in ast.walk(cls)
+             if isinstance(n, ast.If) and MLA_ANCHOR_ARCH in _tested(n.test)]
+    if len(found) != 1 or not _sets_mla(found[0].body):
+        raise MissingAnchor(MLA_ANCHOR + (f" (found {len(found)} branches testing it)"
+                                          if len(found) > 1 else ""))
+    return found[0]
 
 
-def _operands(test: ast.expr) -> list[ast.expr] | None:
+def _operands(test: ast.expr) -> list[ast.expr]:
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
         return test.values
     return [test]
@@ -182,25 +224,18 @@ def _operands(test: ast.expr) -> list[ast.expr] | None:
 
 def register_mla(text: str, archs: list[str]) -> Result:
     tree = ast.parse(text)
-    branches = _mla_branches(tree)
-    present: set[str] = set()
-    chain: ast.If | None = None
-    for br in branches:
-        ops = _operands(br.test)
-        names = [_arch_test(o) for o in ops]
-        present.update(n for n in names if n)
-        if chain is None and all(names):
-            chain = br
+    chain = _mla_anchor(tree)
+    present = _tested(chain.test)
     missing = [a for a in archs if a not in present]
     if not missing:
         return Result(text, [])
-    if chain is None:
-        raise MissingAnchor(
-            'the MLA branch of ModelConfig (an `if "X" in self.hf_config.architectures'
-            ' or ...:` that sets self.attention_arch = AttentionArch.MLA)'
-        )
-    lines = text.splitlines(keepends=True)
     ops = _operands(chain.test)
+    if not any(_arch_test(o) == MLA_ANCHOR_ARCH for o in ops):
+        # e.g. `if ("DeepseekV2..." in ... or ...) and flag:`; an `or` added
+        # at the top would bypass the flag
+        raise MissingAnchor(MLA_ANCHOR + f', with "{MLA_ANCHOR_ARCH}" as an operand of '
+                            "a top-level `or`")
+    lines = text.splitlines(keepends=True)
     new_tests = [f'"{a}" in self.hf_config.architectures' for a in missing]
     first, last = ops[0], ops[-1]
     if first.lineno == chain.lineno and last.end_lineno == chain.lineno:
@@ -224,10 +259,15 @@ def register_mla(text: str, archs: list[str]) -> Result:
             head = f"{indent}{keyword} (\n{body}{indent})"
         lines[chain.lineno - 1] = head + tail + "\n"
         return Result("".join(lines), missing)
-    inner = _indent(lines[last.end_lineno - 1])
-    if not lines[last.lineno - 1].lstrip().startswith(("or ", '"')):
-        raise MissingAnchor("the MLA branch's condition is not one test per line")
-    lines[last.end_lineno : last.end_lineno] = [f"{inner}or {t}\n" for t in new_tests]
+    # black's exploded form: `if (`, one `or` operand per line, `):`. The new
+    # operands go just above the closing `):`, after any compound last operand.
+    indent = _indent(lines[chain.lineno - 1])
+    close = next((i for i in range(last.end_lineno - 1, chain.body[0].lineno - 1)
+                  if lines[i].strip().startswith("):")), None)
+    if close is None or _indent(lines[close]) != indent:
+        raise MissingAnchor(MLA_ANCHOR + ", written one operand per line and closed by `):`")
+    inner = indent + "    "
+    lines[close:close] = [f"{inner}or {t}\n" for t in new_tests]
     return Result("".join(lines), missing)
 
 
@@ -265,46 +305,217 @@ def find_suite(read) -> tuple[str, str] | None:
     return None
 
 
+# --- register-config ----------------------------------------------------------
+
+CONFIGS_DIR = "python/sglang/srt/configs/"
+CONFIGS_INIT = CONFIGS_DIR + "__init__.py"
+CONFIGS_PKG = "sglang.srt.configs"
+# where _CONFIG_REGISTRY lives, newest layout first: a {cls.model_type: cls
+# for cls in [...]} comprehension in the hf_transformers package (v0.5.12 on),
+# a list (v0.5.5 .. v0.5.10) or a {Config.model_type: Config} dict (v0.5.3,
+# v0.5.4) in utils/, the dict in srt/ itself (v0.5.1, v0.5.2)
+REGISTRY_FILES = (
+    "python/sglang/srt/utils/hf_transformers/common.py",
+    "python/sglang/srt/utils/hf_transformers_utils.py",
+    "python/sglang/srt/hf_transformers_utils.py",
+)
+REGISTRY = "_CONFIG_REGISTRY"
+
+
+def _registry_literal(tree: ast.Module) -> ast.List | ast.Dict | None:
+    """The literal the registry's classes are written in, in its first assignment."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == REGISTRY for t in targets):
+            continue
+        if isinstance(value, (ast.List, ast.Dict)):
+            return value
+        if (isinstance(value, ast.DictComp) and len(value.generators) == 1
+                and isinstance(value.generators[0].iter, ast.List)):
+            return value.generators[0].iter
+        return None
+    return None
+
+
+def _registered_names(node: ast.List | ast.Dict) -> set[str]:
+    elts = node.values if isinstance(node, ast.Dict) else node.elts
+    return {e.id for e in elts if isinstance(e, ast.Name)}
+
+
+def _imported(tree: ast.Module, name: str) -> bool:
+    return any(isinstance(n, (ast.Import, ast.ImportFrom))
+               and any((a.asname or a.name) == name for a in n.names)
+               for n in tree.body)
+
+
+def _insert_after(text: str, line_no: int, new: str) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[line_no:line_no] = [new]
+    return "".join(lines)
+
+
+def _add_import(text: str, tree: ast.Module, module: str, name: str) -> str:
+    """`from module import name`, into upstream's `from sglang.srt.configs
+    import (...)` when there is one written exploded, else on its own line after
+    the last module-level import from sglang.srt.configs (or any import)."""
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    if not imports:
+        raise MissingAnchor("a module-level import to add the config's import after")
+    lines = text.splitlines(keepends=True)
+    for n in imports:
+        if (isinstance(n, ast.ImportFrom) and n.level == 0 and n.module == CONFIGS_PKG
+                and module == CONFIGS_PKG and n.end_lineno > n.lineno
+                and lines[n.end_lineno - 1].strip() == ")"):
+            inner = _indent(lines[n.end_lineno - 2])
+            lines[n.end_lineno - 1 : n.end_lineno - 1] = [f"{inner}{name},\n"]
+            return "".join(lines)
+    ours = [n for n in imports if isinstance(n, ast.ImportFrom) and n.level == 0
+            and (n.module or "").startswith(CONFIGS_PKG)]
+    after = (ours or imports)[-1].end_lineno
+    return _insert_after(text, after, f"from {module} import {name}\n")
+
+
+def export_configs(text: str, classes: dict[str, str]) -> Result:
+    """Export classes (name -> defining module) from configs/__init__.py: the
+    import, and the name in __all__ where the file has one."""
+    added = []
+    for name, module in classes.items():
+        tree = ast.parse(text)
+        if not _imported(tree, name) and not any(
+                isinstance(n, ast.ClassDef) and n.name == name for n in tree.body):
+            text = _add_import(text, tree, module, name)
+            added.append(name)
+            tree = ast.parse(text)
+        all_list = _module_list(tree, "__all__")
+        if all_list is not None and name not in {
+                e.value for e in all_list.elts if isinstance(e, ast.Constant)}:
+            text = _append_to_list(text, all_list, [f'"{name}"'])
+            added.append(name)
+    return Result(text, list(dict.fromkeys(added)))
+
+
+def register_configs(text: str, names: list[str]) -> Result:
+    """Add the classes to _CONFIG_REGISTRY, in whichever shape it has here,
+    and import them from sglang.srt.configs where the file does not yet."""
+    tree = ast.parse(text)
+    node = _registry_literal(tree)
+    if node is None:
+        raise MissingAnchor(f"{REGISTRY} assigned a dict, a list or a "
+                            "{cls.model_type: cls for cls in [...]} comprehension")
+    missing = [n for n in names if n not in _registered_names(node)]
+    added = []
+    for name in missing:
+        tree = ast.parse(text)
+        if not _imported(tree, name):
+            text = _add_import(text, tree, CONFIGS_PKG, name)
+        node = _registry_literal(ast.parse(text))
+        item = f"{name}.model_type: {name}" if isinstance(node, ast.Dict) else name
+        text = _append_to_list(text, node, [item])
+        added.append(name)
+    return Result(text, added)
+
+
+def find_registry(read) -> str | None:
+    """The file that assigns _CONFIG_REGISTRY in this tree, newest layout first."""
+    for path in REGISTRY_FILES:
+        data = read(path)
+        if data is None:
+            continue
+        try:
+            tree = ast.parse(data)
+        except SyntaxError:
+            continue
+        for n in tree.body:
+            targets = n.targets if isinstance(n, ast.Assign) else \
+                [n.target] if isinstance(n, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == REGISTRY for t in targets):
+                return path
+    return None
+
+
 # --- the unit -----------------------------------------------------------------
 
 
-def plan(ctx: Context, unit: Unit) -> tuple[str, callable]:
-    """(path, function text -> Result) for this unit against this tree."""
-    models = [ctx.manifest.model(a) for a in unit.models]
+def plan(ctx: Context, unit: Unit) -> list[tuple[str, callable]]:
+    """[(path, function text -> Result)] of this unit against this tree."""
+    return plan_on(ctx.manifest, unit, ctx.stage.read)
+
+
+def plan_on(manifest, unit: Unit, read) -> list[tuple[str, callable]]:
+    """plan() on any tree: read(path) -> bytes or None."""
+    if unit.edit == "register-config":
+        return config_plan(manifest, unit, read)
+    models = [manifest.model(a) for a in unit.models]
     if unit.edit == "register-multimodal":
-        return MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models])
+        return [(MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models]))]
     if unit.edit == "register-mla":
-        return MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models])
-    suite = find_suite(ctx.stage.read)
+        return [(MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models]))]
+    suite = find_suite(read)
     if suite is None:
         raise MissingAnchor(
             "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
         )
     path, list_name = suite
-    return path, lambda t: add_model_cases(t, list_name, models)
+    return [(path, lambda t: add_model_cases(t, list_name, models))]
+
+
+def config_plan(manifest, unit: Unit, read) -> list[tuple[str, callable]]:
+    """register-config: the export in configs/__init__.py, then the registry."""
+    defined = manifest.overlay_configs()
+    classes = {}
+    for name in unit.configs:
+        if name not in defined:
+            raise MissingAnchor(f"class {name} in the overlay's files under {CONFIGS_DIR}")
+        classes[name] = defined[name][1]
+    registry = find_registry(read)
+    if registry is None:
+        raise MissingAnchor(f"{REGISTRY} in " + " or ".join(REGISTRY_FILES))
+    return [(CONFIGS_INIT, lambda t: export_configs(t, classes)),
+            (registry, lambda t: register_configs(t, list(classes)))]
 
 
 def apply(ctx: Context, unit: Unit) -> Outcome:
     try:
-        path, edit = plan(ctx, unit)
+        steps = plan(ctx, unit)
     except MissingAnchor as exc:
         return Outcome(CONFLICT, [], f"missing anchor: {exc}")
-    data = ctx.stage.read(path)
-    if data is None:
-        return Outcome(CONFLICT, [path], f"missing anchor: file {path}")
-    text = data.decode("utf-8")
+    paths = [p for p, _ in steps]
+    results = []
+    for path, edit in steps:
+        data = ctx.stage.read(path)
+        if data is None:
+            return Outcome(CONFLICT, [path], f"missing anchor: file {path}")
+        try:
+            result = edit(data.decode("utf-8"))
+        except MissingAnchor as exc:
+            return Outcome(CONFLICT, [path], f"missing anchor in {path}: {exc}")
+        except SyntaxError as exc:
+            return Outcome(CONFLICT, [path], f"cannot parse {path}: {exc}")
+        ast.parse(result.text)  # the edit must leave valid Python
+        results.append((path, result))
+    if not any(r.added for _, r in results):
+        return Outcome(ALREADY_UPSTREAM, paths, "every entry is already there")
+    for path, result in results:
+        if result.added:
+            mode = (ctx.stage.entry(path) or ("100644", ""))[0]
+            ctx.stage.write(path, result.text.encode("utf-8"), mode)
+    added = list(dict.fromkeys(a for _, r in results for a in r.added))
+    return Outcome(APPLIED, [p for p, r in results if r.added], "added " + ", ".join(added))
+
+
+def already_upstream(manifest, unit: Unit, read) -> bool:
+    """Whether this tree already has every entry the unit adds."""
     try:
-        result = edit(text)
-    except MissingAnchor as exc:
-        return Outcome(CONFLICT, [path], f"missing anchor in {path}: {exc}")
-    except SyntaxError as exc:
-        return Outcome(CONFLICT, [path], f"cannot parse {path}: {exc}")
-    if not result.added:
-        return Outcome(ALREADY_UPSTREAM, [path], "every entry is already there")
-    ast.parse(result.text)  # the edit must leave valid Python
-    mode = (ctx.stage.entry(path) or ("100644", ""))[0]
-    ctx.stage.write(path, result.text.encode("utf-8"), mode)
-    return Outcome(APPLIED, [path], "added " + ", ".join(result.added))
+        steps = plan_on(manifest, unit, read)
+        return all(read(path) is not None and not fn(read(path).decode("utf-8")).added
+                   for path, fn in steps)
+    except (MissingAnchor, SyntaxError):
+        return False
 
 
 # --- reading the registrations back (used by lint) ---------------------------
@@ -318,17 +529,31 @@ def multimodal_archs(text: str) -> set[str] | None:
     return {e.value for e in node.elts if isinstance(e, ast.Constant)}
 
 
+def registered_configs(text: str) -> tuple[set[str], set[str]]:
+    """(class names, literal model_type keys) in this file's _CONFIG_REGISTRY:
+    the literal, and `_CONFIG_REGISTRY["x"] = Cls` anywhere in the module."""
+    tree = ast.parse(text)
+    node = _registry_literal(tree)
+    names = _registered_names(node) if node is not None else set()
+    keys = set()
+    if isinstance(node, ast.Dict):
+        keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and len(n.targets) == 1:
+            t = n.targets[0]
+            if (isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                    and t.value.id == REGISTRY):
+                if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                    keys.add(t.slice.value)
+                if isinstance(n.value, ast.Name):
+                    names.add(n.value.id)
+    return names, keys
+
+
 def mla_archs(text: str) -> set[str]:
-    """Architectures that ModelConfig's MLA branches name."""
-    out: set[str] = set()
+    """Architectures tested in ModelConfig's MLA branch (DeepSeek's); empty if
+    that branch cannot be identified."""
     try:
-        branches = _mla_branches(ast.parse(text))
+        return _tested(_mla_anchor(ast.parse(text)).test)
     except MissingAnchor:
-        return out
-    for br in branches:
-        for op in _operands(br.test):
-            for node in ast.walk(op):
-                name = _arch_test(node) if isinstance(node, ast.Compare) else None
-                if name:
-                    out.add(name)
-    return out
+        return set()

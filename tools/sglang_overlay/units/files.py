@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 from ..manifest import Unit
 from . import (
     ALREADY_UPSTREAM,
@@ -16,17 +14,14 @@ from . import (
 )
 
 
-def diff_summary(ours: bytes, theirs: bytes) -> str:
-    """'+a -b lines' from upstream's file to the overlay's."""
-    a = theirs.decode("utf-8", "replace").splitlines()
-    b = ours.decode("utf-8", "replace").splitlines()
-    added = removed = 0
-    for line in difflib.unified_diff(a, b, lineterm="", n=0):
-        if line.startswith("+") and not line.startswith("+++"):
-            added += 1
-        elif line.startswith("-") and not line.startswith("---"):
-            removed += 1
-    return f"upstream's {len(a)} lines vs ours {len(b)} (+{added} -{removed})"
+def diff_summary(git, ours: str, theirs: str) -> str:
+    """'+a -b' from upstream's blob to the overlay's, as `git diff --numstat`
+    counts them (the same numbers a reviewer sees)."""
+    a = len(git.object_bytes(theirs).splitlines())
+    b = len(git.object_bytes(ours).splitlines())
+    out = git.run("diff", "--numstat", theirs, ours).split()
+    added, removed = (out[0], out[1]) if len(out) >= 2 else ("0", "0")
+    return f"upstream's {a} lines vs ours {b} (+{added} -{removed})"
 
 
 def _blocked(ctx: Context, rel: str) -> str | None:
@@ -60,9 +55,8 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
         if current is not None and current == (mode, stage.hash(data)):
             continue
         if current is not None and ctx.existed_at_pin(rel) is False:
-            theirs = stage.read(rel) or b""
             provides.append(rel)
-            notes.append((rel, diff_summary(data, theirs)))
+            notes.append((rel, diff_summary(stage.git, stage.hash(data), current[1])))
         stage.write(rel, data, mode)
         changed.append(rel)
     if not changed:

@@ -1,0 +1,106 @@
+"""Moving the pin back before a unit retired brings the unit back, or refuses."""
+
+from __future__ import annotations
+
+import realcases
+from helpers import copy_repo_overlay, git, overlay, overlay_snapshot, write_overlay
+
+OPT = "overlay/python/sglang/srt/models/opt.py"
+
+
+def test_pin_back_brings_retired_units_back(tmp_path, upstream, shared_cache):
+    root = copy_repo_overlay(tmp_path / "ov", upstream)
+    original = (root / OPT).read_bytes()
+    first = overlay("-C", root, "apply", "--json", cache=shared_cache)
+    assert first.rc == 0, first.err
+    up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
+    assert up.rc == 0, up.err
+    assert not (root / OPT).exists()
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "upgrade to v0.5.3")
+
+    back = overlay("-C", root, "upgrade", "--to", "v0.5.1", "--json", cache=shared_cache)
+    assert back.rc == 0, back.err
+    # OPT is back as it was when it retired, and both OPT units are active again
+    assert (root / OPT).read_bytes() == original
+    manifest = (root / "overlay.toml").read_text()
+    assert "applied-upstream" not in manifest and 'ref = "v0.5.1"' in manifest
+    units = {u["name"]: u for u in back.json["units"]}
+    assert units["opt-model"]["action"].startswith("brought back")
+    assert units["opt-test-case"]["action"].startswith("brought back")
+    assert back.json["revived"] == ["opt-model", "opt-test-case"]
+    # the same tree as before the round trip
+    assert back.json["tree"] == first.json["tree"]
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert "Moved the SGLang pin back from v0.5.3 to v0.5.1" in changelog
+    assert "brought back `opt-model` (applied upstream only in v0.5.2)" in changelog
+    text = overlay("-C", root, "apply", cache=shared_cache)
+    assert text.rc == 0 and "opt-model" in text.out
+
+
+def test_a_retired_patch_names_its_first_release_and_comes_back(tmp_path, upstream,
+                                                                 shared_cache):
+    """Upstream's own v0.5.1 -> v0.5.2 change, carried as a patch: retired on the
+    way to v0.5.3 as applied upstream in v0.5.2, back from history for v0.5.1."""
+    patch = realcases.upstreamed_patch(upstream)
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "allocator", "kind": "patch", "description": "allocator",
+         "patch": "patches/allocator.patch"},
+    ], {"patches/allocator.patch": patch})
+    up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--json", cache=shared_cache)
+    assert up.rc == 0, up.err
+    assert 'applied-upstream = "v0.5.2"' in (root / "overlay.toml").read_text()
+    assert not (root / "patches/allocator.patch").exists()
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "upgrade")
+    back = overlay("-C", root, "upgrade", "--to", "v0.5.1", "--json", cache=shared_cache)
+    assert back.rc == 0, back.err
+    assert (root / "patches/allocator.patch").read_bytes() == patch
+    assert back.json["units"][0]["status"] == "applied"
+
+
+def test_pin_back_without_history_refuses_and_writes_nothing(tmp_path, upstream, shared_cache):
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "opt-model", "kind": "files", "description": "OPT",
+         "files": ["python/sglang/srt/models/opt.py"], "applied-upstream": "v0.5.2"},
+    ], ref="v0.5.3")
+    snap = overlay_snapshot(root)
+    r = overlay("-C", root, "upgrade", "--to", "v0.5.1", cache=shared_cache)
+    assert r.rc == 2
+    assert r.err.count("\n") == 1 and "opt-model" in r.err and "git history" in r.err
+    assert "overlay/python/sglang/srt/models/opt.py" in r.err
+    assert overlay_snapshot(root) == snap
+    # a release the unit was retired for: it stays retired
+    ok = overlay("-C", root, "upgrade", "--to", "v0.5.2", "--json", cache=shared_cache)
+    assert ok.rc == 0, ok.err
+    assert ok.json["units"][0]["action"] == "retired earlier"
+
+
+def test_provides_note_comes_from_the_trees_and_counts_like_git(tmp_path, upstream,
+                                                               shared_cache):
+    """With a lint error in every cell, the note still names the first release
+    with upstream's opt.py, and its +/- are `git diff --numstat`'s."""
+    root = copy_repo_overlay(tmp_path / "ov", upstream, commit=False)
+    opt = root / OPT
+    opt.write_text(opt.read_text() + "\n\nLAYER = RowParallelLinear(1, 2, no_such_keyword=3)\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "overlay")
+    r = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--sglang-ref", "v0.5.3",
+                "--json", cache=shared_cache)
+    assert r.rc == 1
+    cells = next(u for u in r.json["units"] if u["name"] == "opt-model")["cells"]
+    assert {c["status"] for c in cells.values()} == {"lint-error"}
+    theirs = tmp_path / "theirs.py"
+    theirs.write_text(git(upstream, "show", "v0.5.3:python/sglang/srt/models/opt.py", raw=True))
+    added, removed, _ = _numstat(tmp_path, theirs, opt)
+    note = next(n for n in r.json["notes"] if n.startswith("opt-model: upstream provides"))
+    assert " from v0.5.2 on " in note and f"(+{added} -{removed})" in note
+
+
+def _numstat(cwd, a, b):
+    import subprocess
+
+    out = subprocess.run(["git", "diff", "--no-index", "--numstat", str(a), str(b)], cwd=cwd,
+                         capture_output=True, text=True).stdout.split()
+    return out[0], out[1], out[2]
