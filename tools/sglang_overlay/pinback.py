@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from . import durable
 from .errors import BadInput
 from .gitutil import Git
 from .manifest import OVERLAY_DIR
@@ -93,14 +93,13 @@ def earliest(manifest, names) -> str:
 @contextlib.contextmanager
 def stand_in(session, revived: dict[str, dict[str, bytes]]):
     """The session as if the revived units were back: a copy of overlay/ and
-    the patches in a temporary directory, the units active again. Nothing in
-    the overlay repository is written."""
+    the patches in the cache's scratch space, the units active again. Nothing
+    in the overlay repository is written."""
     if not revived:
         yield session
         return
     m = session.manifest
-    with tempfile.TemporaryDirectory(prefix="overlay-pinback-") as tmp:
-        root = Path(tmp)
+    with durable.scratch(session.cache.root, "pinback") as root:
         if m.overlay_dir.is_dir():
             shutil.copytree(m.overlay_dir, root / OVERLAY_DIR, symlinks=True)
         for u in m.units:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .. import github_ci, journal, report
+from .. import github_ci, report
 from ..errors import OK
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 
 
 def run_github(opts, gpu_runner: str | None, as_json: bool) -> int:
-    root = find_root(opts.directory)
-    journal.recover(root)
+    root = open_root(opts, writes="ci github")  # checked, locked, recovered
     manifest = load(root, check_files=False)  # only the models matter here
     github_ci.check_label(gpu_runner or github_ci.DEFAULT_GPU_RUNNER)  # before writing
     paths = github_ci.write(root, manifest, gpu_runner)
