@@ -157,17 +157,32 @@ def _prune_empty_dirs(root: Path, d: Path) -> None:
         d = d.parent
 
 
-def recover(root: Path) -> bool:
-    """Finish a transaction an interrupted run left; True if there was one."""
+def _load(root: Path) -> list[dict] | None:
+    """The ops of the journal an interrupted run left, checked; None without one."""
     journal = root / ".overlay" / JOURNAL
-    if not journal.exists():
-        return False
     try:
         ops = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # none, or a writer at work just finished it
+        return None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"{journal}: not a journal this tool wrote ({exc})",
                        f"delete {journal} if no overlay command was interrupted") from None
     check_ops(root, ops, str(journal))
+    return ops
+
+
+def check(root: Path) -> None:
+    """Refuse a journal this tool did not write (exit 2) before anything else
+    happens: before a lock is taken or a record written."""
+    _load(root)
+
+
+def recover(root: Path) -> bool:
+    """Finish a transaction an interrupted run left; True if there was one."""
+    ops = _load(root)
+    if ops is None:
+        return False
+    journal = root / ".overlay" / JOURNAL
     _carry_out(root, ops)
     journal.unlink()
     shutil.rmtree(root / ".overlay" / "staging", ignore_errors=True)

@@ -62,6 +62,7 @@ class RepoLock:
         self.verb = verb
         self.fd: int | None = None
         self.created_dir = False
+        self.created_file = False
         self.depth = 0
 
     def _open(self) -> int:
@@ -72,7 +73,19 @@ class RepoLock:
             self.dir.mkdir()
             (self.dir / ".gitignore").write_text("*\n")
             self.created_dir = True
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                self.created_file = True
+                return fd
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(self.path, os.O_RDWR)
+                self.created_file = False
+                return fd
+            except FileNotFoundError:  # its maker just removed it: make it
+                continue
 
     def _try(self, fd: int) -> bool:
         try:
@@ -119,17 +132,20 @@ class RepoLock:
         return True
 
     def release(self, failed: bool = False) -> None:
+        """failed: the run wrote nothing (bad input, or a reader), so it leaves
+        nothing: still holding the lock, it removes the lock file and the
+        .overlay/ it made for it (waiters notice their file is gone and retry)."""
         if self.fd is None:
             return
         with contextlib.suppress(FileNotFoundError):
             (self.dir / PID_NAME).unlink()
+        if failed and self.created_file:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         if failed and self.created_dir:
-            # a run that wrote nothing leaves nothing: still holding the lock, remove
-            # the .overlay/ it made (waiters notice their file is gone and retry)
             left = {p.name for p in self.dir.iterdir()} if self.dir.is_dir() else set()
-            if left <= {".gitignore", LOCK_NAME}:
+            if left <= {".gitignore"}:
                 with contextlib.suppress(OSError):
-                    self.path.unlink()
                     (self.dir / ".gitignore").unlink()
                     self.dir.rmdir()
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -182,4 +198,4 @@ def try_hold(root: Path):
     finally:
         if got:
             _held.pop(key, None)
-            lock.release()
+            lock.release(failed=True)  # a reader wrote nothing: no lock file of its own

@@ -47,6 +47,7 @@ def open_root(opts, writes: str | None = None) -> Path:
     """
     root = find_root(opts.directory)
     paths.check_overlay_root(root)
+    journal.check(root)  # a journal not this tool's is refused before the lock file
     if writes:
         hold_for_command(root, writes)
         recover(root)
