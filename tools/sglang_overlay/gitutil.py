@@ -64,6 +64,31 @@ def identity_env(timestamp: int) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class DiffEntry:
+    """One path changed between two trees, as `git diff --raw` reports it."""
+
+    status: str  # A, M, D, T
+    path: str
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.status == "D"
+
+    @property
+    def mode_only(self) -> bool:
+        return self.status == "M" and self.old_blob == self.new_blob
+
+    @property
+    def permissions(self) -> int:
+        """The new file's permission bits (0o755 executable, else 0o644)."""
+        return 0o755 if self.new_mode == "100755" else 0o644
+
+
 class Git:
     """Runs git in cwd (a work tree or a git dir) with an isolated config."""
 
@@ -120,6 +145,21 @@ class Git:
     def rev(self, rev: str) -> str | None:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
+
+    def diff_raw(self, a: str, b: str, paths: tuple[str, ...] | list[str] = ()) -> list[DiffEntry]:
+        """The paths that differ between trees a and b (renames split), in git's order."""
+        args = ["diff", "--raw", "-z", "--no-renames", "--full-index", "--no-abbrev", a, b]
+        if paths:
+            args += ["--", *paths]
+        parts = self.run_bytes(*args).split(b"\0")
+        entries = []
+        for meta, path in zip(parts[::2], parts[1::2]):
+            if not meta.startswith(b":"):
+                continue
+            old_mode, new_mode, old_blob, new_blob, status = meta[1:].decode().split()
+            entries.append(DiffEntry(status[0], path.decode("utf-8", "surrogateescape"),
+                                     old_mode, new_mode, old_blob, new_blob))
+        return entries
 
     def close(self) -> None:
         self._cmd.clear_cache()

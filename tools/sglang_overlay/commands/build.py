@@ -83,10 +83,11 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
             inside, skipped = wheels.map_changes(contents, changes)
             progress(f"repacking {Path(repack).name} with {len(inside)} overlay files ...")
             for c in inside:
+                rel = wheels.relpath(c.path)
                 if c.deleted:
-                    contents.entries.pop(c.relpath, None)
+                    contents.entries.pop(rel, None)
                 else:
-                    contents.entries[c.relpath] = ((project / c.relpath).read_bytes(), c.mode)
+                    contents.entries[rel] = ((project / rel).read_bytes(), c.permissions)
             files = _digests(contents, inside)
             contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
             contents.set_version(version)
@@ -167,15 +168,17 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
 
 
 def _digests(contents: wheels.WheelContents, inside) -> dict[str, str | None]:
-    return {c.relpath: None if c.deleted else wheels.sha256_bytes(contents.entries[c.relpath][0])
-            for c in inside}
+    rels = [(c, wheels.relpath(c.path)) for c in inside]
+    return {rel: None if c.deleted else wheels.sha256_bytes(contents.entries[rel][0])
+            for c, rel in rels}
 
 
 def _predicted_files(project: Path, changes) -> dict[str, str | None]:
     """The overlay's changes inside the project's top-level packages, by wheel path."""
     packages = {d.name for d in project.iterdir() if (d / "__init__.py").is_file()}
-    return {c.relpath: None if c.deleted else wheels.sha256_file(project / c.relpath)
-            for c in changes if "/" in c.relpath and c.relpath.split("/", 1)[0] in packages}
+    rels = [(c, wheels.relpath(c.path)) for c in changes]
+    return {rel: None if c.deleted else wheels.sha256_file(project / rel)
+            for c, rel in rels if "/" in rel and rel.split("/", 1)[0] in packages}
 
 
 def _same_version(a: str, b: str) -> bool:
@@ -196,15 +199,16 @@ def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path)
     """
     kept, left_out = [], []
     for c in inside:
-        have = contents.entries.get(c.relpath)
+        rel = wheels.relpath(c.path)
+        have = contents.entries.get(rel)
         if c.deleted:
             if have is not None:
-                raise Findings(f"the built wheel still has {c.relpath}, which the overlay "
+                raise Findings(f"the built wheel still has {rel}, which the overlay "
                                "deletes", "report this; the build picked up a stale file")
             kept.append(c)
-        elif have is None and not c.relpath.endswith(".py"):
+        elif have is None and not rel.endswith(".py"):
             left_out.append(c.path)
-        elif have is None or have[0] != (project / c.relpath).read_bytes():
+        elif have is None or have[0] != (project / rel).read_bytes():
             raise Findings(
                 f"the build backend did not package {c.path} as the overlay has it",
                 "put it in a directory upstream's [tool.setuptools.packages.find] picks up "
