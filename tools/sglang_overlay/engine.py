@@ -30,7 +30,7 @@ from .units import (
     Stage,
     apply_unit,
 )
-from .upstream import Cache, Resolved, normalize_url
+from .upstream import Cache, Resolved, is_url, normalize_url
 
 TRAILER_UNIT = "Overlay-Unit"
 TRAILER_KIND = "Overlay-Kind"
@@ -131,7 +131,7 @@ class Session:
         self.url = normalize_url(upstream or manifest.upstream_url, base=Path.cwd(),
                                  must_exist=not offline)
         manifest_url = manifest.upstream_url
-        if not manifest_url.startswith(("http://", "https://", "git@", "ssh://", "file://", "git://")):
+        if not is_url(manifest_url):
             manifest_url = normalize_url(manifest_url, base=manifest.root, must_exist=not offline)
         self.is_manifest_upstream = self.url == manifest_url
         self.mirror = cache.mirror(self.url)
@@ -152,8 +152,17 @@ class Session:
 
     def resolve_pinned(self, ref: str, update_lock: bool = False) -> tuple[Resolved, LockReport]:
         """Resolve ref; for the pinned ref on the manifest's upstream, honour the lock."""
+        return self.honour_lock(self.resolve(ref), update_lock)
+
+    def honour_lock(self, remote: Resolved,
+                    update_lock: bool = False) -> tuple[Resolved, LockReport]:
+        """The commit to build for a resolved ref: the locked one for the pinned ref.
+
+        A pinned tag that moved upstream is built on its locked commit, with a
+        loud "LOCK MISMATCH" report; --update-lock (update_lock) moves the lock.
+        """
         m = self.manifest
-        remote = self.resolve(ref)
+        ref = remote.ref
         if ref != m.ref or not self.is_manifest_upstream:
             why = "not the pinned ref" if ref != m.ref else "--upstream differs from the manifest's"
             return remote, LockReport("not-checked", m.commit, remote.commit, why)
@@ -272,10 +281,7 @@ class Session:
 
         Raises Findings when a unit conflicts, naming the units.
         """
-        ref = ref or self.manifest.ref
-        if not ref:
-            raise BadInput(f"{manifest_mod.MANIFEST_NAME}: upstream.ref: missing and no "
-                           "--sglang-ref given", 'pin one with ref = "v0.5.1" under [upstream]')
+        ref = self.manifest.ref_or(ref)
         base, lock = self.resolve_pinned(ref)
         if lock.status == "mismatch":
             sys.stderr.write(lock.message + "\n")

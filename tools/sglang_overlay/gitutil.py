@@ -51,15 +51,16 @@ class Result:
         return self.rc == 0
 
 
-def identity_env(timestamp: int) -> dict[str, str]:
-    """Fixed author and committer, dated at timestamp (UTC)."""
+def identity_env(timestamp: int, author: tuple[str, str] | None = None) -> dict[str, str]:
+    """Author and committer (name, email; default the tool's own), dated at timestamp (UTC)."""
+    name, email = author or (IDENTITY_NAME, IDENTITY_EMAIL)
     date = f"{int(timestamp)} +0000"
     return {
-        "GIT_AUTHOR_NAME": IDENTITY_NAME,
-        "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
         "GIT_AUTHOR_DATE": date,
-        "GIT_COMMITTER_NAME": IDENTITY_NAME,
-        "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
         "GIT_COMMITTER_DATE": date,
     }
 
@@ -145,6 +146,15 @@ class Git:
     def rev(self, rev: str) -> str | None:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
+
+    def worktree_tree(self) -> str:
+        """The tree of the worktree's files as they are now (untracked included),
+        written through a temporary index so the real one is left alone."""
+        with tempfile.TemporaryDirectory() as tmp:
+            gi = self.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
+            gi.run("read-tree", "HEAD")
+            gi.run("add", "-A", ".")
+            return gi.run("write-tree")
 
     def diff_raw(self, a: str, b: str, paths: tuple[str, ...] | list[str] = ()) -> list[DiffEntry]:
         """The paths that differ between trees a and b (renames split), in git's order."""

@@ -42,6 +42,7 @@ LAYOUTS = (
     ("test/registered/models/" + SUITE_FILE, "test_all_models", "ALL_MODELS"),
     ("test/srt/models/" + SUITE_FILE, "test_others", "ALL_OTHER_MODELS"),
 )
+SUITE_LISTS = {rel: list_name for rel, _, list_name in LAYOUTS}  # path -> model list
 TEST_CLASS = "TestGenerationModels"
 CASE_CLASS = "ModelCase"
 TOLERANCES = ("prefill_tolerance", "decode_tolerance", "rouge_l_tolerance")
@@ -91,6 +92,15 @@ class Suite:
     def to_json(self) -> dict:
         return {"path": self.rel, "test": f"{self.test_class}.{self.test_method}",
                 "list": self.list_name}
+
+
+def suite_layout(read) -> tuple[str, str] | None:
+    """(path, model list) of the generation suite in a tree, newest layout first;
+    read(path) gives a file's content or None."""
+    for rel, _, list_name in LAYOUTS:
+        if read(rel) is not None:
+            return rel, list_name
+    return None
 
 
 def find_suite(checkout: Path) -> Suite:

@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 from .. import report, wheels
 from ..engine import progress
 from ..errors import BadInput, Findings
+from ..versions import same_version
 from . import open_overlay
 
 
@@ -73,7 +74,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         rewritten = True
         if upstream_wheel is not None:
             method, isolation = "repack", None
-            if not _same_version(upstream_wheel.version, up_version):
+            if not same_version(upstream_wheel.version, up_version):
                 raise BadInput(
                     f"{repack}: sglang {upstream_wheel.version}, but {build.ref} is sglang "
                     f"{up_version}",
@@ -179,15 +180,6 @@ def _predicted_files(project: Path, changes) -> dict[str, str | None]:
     rels = [(c, wheels.relpath(c.path)) for c in changes]
     return {rel: None if c.deleted else wheels.sha256_file(project / rel)
             for c, rel in rels if "/" in rel and rel.split("/", 1)[0] in packages}
-
-
-def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path):

@@ -9,7 +9,7 @@ import click
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_lock
-from ..upstream import Cache, normalize_url
+from ..upstream import Cache, is_url, normalize_url
 
 MANIFEST_HEADER = """\
 # sglang-overlay manifest: the upstream, its pinned ref and lock, and the
@@ -39,7 +39,7 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
         raise BadInput("overlay init needs --sglang-ref REF (the upstream release to pin)",
                        "pass e.g. --sglang-ref v0.5.1")
     url = normalize_url(upstream)
-    stored = upstream if "://" in upstream or "@" in upstream else url[len("file://"):]
+    stored = upstream if is_url(upstream) else url[len("file://"):]
     mirror = Cache(opts.cache_dir).mirror(url)
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import click
 
-from .. import journal, report, wheels
+from .. import report, wheels
 from ..errors import BadInput
-from ..manifest import find_root, load
+from . import open_manifest
 
 
 def run(opts, python, no_deps, wheel, as_json) -> int:
@@ -37,9 +37,7 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")
     else:
-        root = find_root(opts.directory)
-        journal.recover(root)  # like every verb: finish a change an interrupted run left
-        manifest = load(root)
+        manifest = open_manifest(opts)
         dist = manifest.root / "dist"
         found = wheels.find_built(manifest, dist)
         if not found:

@@ -17,7 +17,6 @@ the files resolved in its resolution worktree; ``--abort`` drops it.
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import click
@@ -26,6 +25,7 @@ from .. import export, journal, report, state, target, workflow
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
+from ..suite import SUITE_LISTS
 from ..units import edit as edits
 from ..upstream import Resolved
 from . import open_overlay
@@ -84,7 +84,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     # the resolution: everything on top of where the worktree started,
     # whether the user committed it or not
     head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
-    tree = _worktree_tree(g)
+    tree = g.worktree_tree()
     for path in g.run("diff", "--name-only", head, tree).splitlines():
         p = res / path
         if p.is_file():
@@ -133,15 +133,6 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     else:
         workflow.explain_conflict(out, pending["ref"])
     return code
-
-
-def _worktree_tree(g: Git) -> str:
-    """The tree of a worktree's files as they are now (untracked included)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
-        gi.run("read-tree", "HEAD")
-        gi.run("add", "-A", ".")
-        return gi.run("write-tree")
 
 
 # --- plain refresh ------------------------------------------------------------
@@ -300,7 +291,7 @@ def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
         elif unit.edit == "register-mla":
             expected = edits.register_mla(before, [x.architecture for x in models]).text
         else:
-            list_name = dict(edits.SUITES).get(ch.path, "ALL_MODELS")
+            list_name = SUITE_LISTS.get(ch.path, "ALL_MODELS")
             expected = edits.add_model_cases(before, list_name, models).text
         if after != expected:
             return (f"{ch.path} was changed by hand; an edit unit is a declaration, so "

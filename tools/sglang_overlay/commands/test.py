@@ -39,7 +39,7 @@ from .. import report, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
-from ..manifest import find_root, load
+from . import open_manifest
 
 STANDIN_ENV = "SGLANG_OVERLAY_STANDIN_SUITE"
 REPORTS_DIR = "reports"
@@ -48,12 +48,9 @@ HEADERS = ("MODEL", "STATUS", "PREFILL", "DECODE", "ROUGE-L MIN", "TIME", "DETAI
 
 def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         standin_suite: Path | None = None) -> int:
-    root = find_root(opts.directory)
-    manifest = load(root)
-    ref = sglang_ref or manifest.ref
-    if not ref:
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
+    manifest = open_manifest(opts)
+    root = manifest.root
+    ref = manifest.ref_or(sglang_ref)
     standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN

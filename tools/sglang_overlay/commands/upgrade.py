@@ -22,10 +22,10 @@ from dataclasses import replace
 
 import click
 
-from .. import export, journal, report, state, target, workflow
+from .. import export, journal, report, target, workflow
 from ..changelog import add_line
 from ..engine import Session
-from ..errors import FINDINGS, OK, BadInput
+from ..errors import FINDINGS, OK
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from . import open_overlay
@@ -33,14 +33,7 @@ from . import open_overlay
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
-    pending = state.load(manifest.root)
-    if pending:
-        raise BadInput(
-            f"an unfinished {pending['operation']} stopped on a conflict in unit "
-            f"'{pending['unit']}' (resolution worktree {pending['resolution']})",
-            "finish it with `overlay refresh --continue` or drop it with "
-            "`overlay refresh --abort`",
-        )
+    workflow.unfinished(manifest.root)
     if to_ref == manifest.ref:
         message = f"already pinned at {to_ref}; nothing to do"
         if as_json:

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import click
 
-from .. import journal, report, wheels
+from .. import report, wheels
 from ..errors import FINDINGS, OK, BadInput
-from ..manifest import find_root, load
+from . import open_manifest
+from ..versions import same_version
 from .install import interpreter
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
@@ -144,9 +145,7 @@ OK_STATUSES = {"ok", "needs-gpu", "skipped"}
 
 def run(opts, python, as_json) -> int:
     py = interpreter(python, opts.directory)
-    root = find_root(opts.directory)
-    journal.recover(root)  # like every verb: finish a change an interrupted run left
-    manifest = load(root)
+    manifest = open_manifest(opts)
     rebuild = f"overlay build && overlay install --python {py}"
     checks: list[Check] = []
     probe = _run_marked([py, "-c", PROBE_SCRIPT], timeout=120)
@@ -215,17 +214,11 @@ def _package_dir(probe: dict) -> Path | None:
 
 
 def _sglang_check(pkg: Path, dist_version: str | None, embedded: dict | None) -> Check:
-    from packaging.version import InvalidVersion, Version
-
     shown = dist_version or (embedded or {}).get("version") or "(no distribution metadata)"
     detail = f"{shown} at {pkg}"
     if embedded is None or dist_version is None:
         return Check("sglang", "ok", detail)
-    try:
-        same = Version(dist_version) == Version(embedded["version"])
-    except InvalidVersion:
-        same = dist_version == embedded["version"]
-    if same:
+    if same_version(dist_version, embedded["version"]):
         return Check("sglang", "ok", detail)
     what = (f"the installed distribution is sglang {dist_version}, but the package at {pkg} "
             f"carries the manifest of {embedded['version']} (another sglang shadows it?)")

@@ -30,14 +30,11 @@ import ast
 from dataclasses import dataclass
 
 from ..manifest import Model, Unit
+from ..suite import SUITE_LISTS, suite_layout
 from . import ALREADY_UPSTREAM, APPLIED, CONFLICT, Context, Outcome
 
 LINE_LENGTH = 88  # black's default, which SGLang uses
 MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
-SUITES = (
-    ("test/registered/models/test_generation_models.py", "ALL_MODELS"),
-    ("test/srt/models/test_generation_models.py", "ALL_OTHER_MODELS"),
-)
 
 
 class MissingAnchor(Exception):
@@ -257,14 +254,6 @@ def add_model_cases(text: str, list_name: str, models: list[Model]) -> Result:
     return Result(_append_to_list(text, node, items), [m.hf_id for m in missing])
 
 
-def find_suite(read) -> tuple[str, str] | None:
-    """(path, list name) of the generation suite in this tree, newest layout first."""
-    for path, name in SUITES:
-        if read(path) is not None:
-            return path, name
-    return None
-
-
 # --- the unit -----------------------------------------------------------------
 
 
@@ -275,11 +264,9 @@ def plan(ctx: Context, unit: Unit) -> tuple[str, callable]:
         return MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models])
     if unit.edit == "register-mla":
         return MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models])
-    suite = find_suite(ctx.stage.read)
+    suite = suite_layout(ctx.stage.read)
     if suite is None:
-        raise MissingAnchor(
-            "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
-        )
+        raise MissingAnchor("the generation suite (" + " or ".join(SUITE_LISTS) + ")")
     path, list_name = suite
     return path, lambda t: add_model_cases(t, list_name, models)
 
