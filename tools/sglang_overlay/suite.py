@@ -94,15 +94,6 @@ class Suite:
                 "list": self.list_name}
 
 
-def suite_layout(read) -> tuple[str, str] | None:
-    """(path, model list) of the generation suite in a tree, newest layout first;
-    read(path) gives a file's content or None."""
-    for rel, _, list_name in LAYOUTS:
-        if read(rel) is not None:
-            return rel, list_name
-    return None
-
-
 def find_suite(checkout: Path) -> Suite:
     """The generation suite of a patched checkout, whichever layout it has."""
     present = [(rel, m, n) for rel, m, n in LAYOUTS if (checkout / rel).is_file()]

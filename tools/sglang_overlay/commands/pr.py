@@ -48,7 +48,6 @@ from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
-from ..suite import suite_layout
 from ..upstream import is_url
 from . import open_overlay
 
@@ -386,7 +385,7 @@ def _model_extras(manifest: Manifest, unit: Unit, wt: Path, series: Series) -> s
     if not models:
         return ""
     notes: list[str] = []
-    suite = suite_layout(
+    suite = edit_mod.find_suite(
         lambda p: (wt / p).read_bytes() if (wt / p).is_file() else None)
     if suite is None:
         series.warnings.append("no generation suite in the checkout: no ModelCase added")

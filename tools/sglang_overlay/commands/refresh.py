@@ -25,7 +25,6 @@ from .. import export, journal, report, state, target, workflow
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
-from ..suite import SUITE_LISTS
 from ..units import edit as edits
 from ..upstream import Resolved
 from . import open_overlay
@@ -291,7 +290,7 @@ def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
         elif unit.edit == "register-mla":
             expected = edits.register_mla(before, [x.architecture for x in models]).text
         else:
-            list_name = SUITE_LISTS.get(ch.path, "ALL_MODELS")
+            list_name = dict(edits.SUITES).get(ch.path, "ALL_MODELS")
             expected = edits.add_model_cases(before, list_name, models).text
         if after != expected:
             return (f"{ch.path} was changed by hand; an edit unit is a declaration, so "

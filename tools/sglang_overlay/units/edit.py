@@ -30,11 +30,12 @@ import ast
 from dataclasses import dataclass
 
 from ..manifest import Model, Unit
-from ..suite import SUITE_LISTS, suite_layout
+from ..suite import SUITE_LISTS
 from . import ALREADY_UPSTREAM, APPLIED, CONFLICT, Context, Outcome
 
 LINE_LENGTH = 88  # black's default, which SGLang uses
 MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
+SUITES = tuple(SUITE_LISTS.items())  # (path, model list), newest first: suite.LAYOUTS
 
 
 class MissingAnchor(Exception):
@@ -254,6 +255,14 @@ def add_model_cases(text: str, list_name: str, models: list[Model]) -> Result:
     return Result(_append_to_list(text, node, items), [m.hf_id for m in missing])
 
 
+def find_suite(read) -> tuple[str, str] | None:
+    """(path, list name) of the generation suite in this tree, newest layout first."""
+    for path, name in SUITES:
+        if read(path) is not None:
+            return path, name
+    return None
+
+
 # --- the unit -----------------------------------------------------------------
 
 
@@ -264,9 +273,11 @@ def plan(ctx: Context, unit: Unit) -> tuple[str, callable]:
         return MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models])
     if unit.edit == "register-mla":
         return MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models])
-    suite = suite_layout(ctx.stage.read)
+    suite = find_suite(ctx.stage.read)
     if suite is None:
-        raise MissingAnchor("the generation suite (" + " or ".join(SUITE_LISTS) + ")")
+        raise MissingAnchor(
+            "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
+        )
     path, list_name = suite
     return path, lambda t: add_model_cases(t, list_name, models)
 
