@@ -147,15 +147,6 @@ class Git:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
 
-    def worktree_tree(self) -> str:
-        """The tree of the worktree's files as they are now (untracked included),
-        written through a temporary index so the real one is left alone."""
-        with tempfile.TemporaryDirectory() as tmp:
-            gi = self.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
-            gi.run("read-tree", "HEAD")
-            gi.run("add", "-A", ".")
-            return gi.run("write-tree")
-
     def diff_raw(self, a: str, b: str, paths: tuple[str, ...] | list[str] = ()) -> list[DiffEntry]:
         """The paths that differ between trees a and b (renames split), in git's order."""
         args = ["diff", "--raw", "-z", "--no-renames", "--full-index", "--no-abbrev", a, b]

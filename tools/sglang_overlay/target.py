@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,12 @@ def set_aside(path: Path) -> Path:
 def backup(path: Path, label: str) -> str:
     """Save every change in a worktree (untracked files too) as a commit; its ref."""
     g = Git(path)
-    tree = g.worktree_tree()
+    with tempfile.TemporaryDirectory() as tmp:
+        index = str(Path(tmp) / "index")
+        gi = g.with_env(GIT_INDEX_FILE=index)
+        gi.run("read-tree", "HEAD")
+        gi.run("add", "-A", ".")
+        tree = gi.run("write-tree")
     env = identity_env(int(time.time()))
     sha = g.run("commit-tree", tree, "-p", "HEAD", "-m",
                 f"overlay: backup of {path} before {label}", env=env)

@@ -19,7 +19,6 @@ import click
 from . import lint as lint_mod
 from . import patchfile, state, target
 from .engine import Build, Session
-from .errors import BadInput
 from .gitutil import Git, GitError
 from .units import moves
 
@@ -89,23 +88,6 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
         "overrides": {k: str(v) for k, v in session.patch_overrides.items()},
     })
     return out
-
-
-def unfinished(root: Path, force: bool | None = None) -> dict | None:
-    """The state of an operation stopped on a conflict, or None.
-
-    An applying verb refuses to start over one (bad input) unless force is
-    True; None means the verb has no --force to offer.
-    """
-    pending = state.load(root)
-    if pending and not force:
-        fix = ("finish it with `overlay refresh --continue`, drop it with "
-               "`overlay refresh --abort`, or re-run with --force" if force is not None else
-               "finish it with `overlay refresh --continue` or drop it with "
-               "`overlay refresh --abort`")
-        raise BadInput(f"an unfinished {pending['operation']} stopped on a conflict in unit "
-                       f"'{pending['unit']}' (resolution worktree {pending['resolution']})", fix)
-    return pending
 
 
 def drop_resolution(session: Session, pending: dict) -> str | None:
@@ -208,3 +190,18 @@ def conflict_guidance(out: Outcome, ref: str) -> list[str]:
                      "file where that code lives now (git cannot tell which one of those it "
                      f"is); committing is optional; {FINISH}")
     return lines
+
+
+def refuse_unfinished(pending: dict | None, force: bool | None = None) -> None:
+    """An applying verb does not start over an operation stopped on a conflict
+    (pending, the state file): bad input, unless force is True. force None: the
+    verb has no --force to offer."""
+    if pending and not force:
+        fix = ("finish it with `overlay refresh --continue`, drop it with "
+               "`overlay refresh --abort`, or re-run with --force" if force is not None else
+               "finish it with `overlay refresh --continue` or drop it with "
+               "`overlay refresh --abort`")
+        from .errors import BadInput
+
+        raise BadInput(f"an unfinished {pending['operation']} stopped on a conflict in unit "
+                       f"'{pending['unit']}' (resolution worktree {pending['resolution']})", fix)

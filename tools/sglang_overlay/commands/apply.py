@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .. import report, target, workflow
+from .. import report, state, target, workflow
 from ..errors import FINDINGS, OK
 from . import open_overlay
 
@@ -14,7 +14,8 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
         offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
     ref = manifest.ref_or(sglang_ref)
-    pending = workflow.unfinished(manifest.root, force)
+    pending = state.load(manifest.root)
+    workflow.refuse_unfinished(pending, force)
     dest = opts.path(worktree) if worktree else target.default_target(manifest.root, ref)
     pre = target.preflight(session.workspace, dest, branch or target.branch_for(ref), force)
     target.prepare_resolution(session.workspace, dest, force)

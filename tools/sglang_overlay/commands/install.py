@@ -23,9 +23,9 @@ from pathlib import Path
 
 import click
 
-from .. import report, wheels
+from .. import journal, report, wheels
 from ..errors import BadInput
-from . import open_manifest
+from ..manifest import find_root, load
 
 
 def run(opts, python, no_deps, wheel, as_json) -> int:
@@ -37,7 +37,9 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")
     else:
-        manifest = open_manifest(opts)
+        root = find_root(opts.directory)
+        journal.recover(root)  # like every verb: finish a change an interrupted run left
+        manifest = load(root)
         dist = manifest.root / "dist"
         found = wheels.find_built(manifest, dist)
         if not found:

@@ -17,6 +17,7 @@ the files resolved in its resolution worktree; ``--abort`` drops it.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import click
@@ -83,7 +84,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     # the resolution: everything on top of where the worktree started,
     # whether the user committed it or not
     head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
-    tree = g.worktree_tree()
+    tree = _worktree_tree(g)
     for path in g.run("diff", "--name-only", head, tree).splitlines():
         p = res / path
         if p.is_file():
@@ -132,6 +133,15 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     else:
         workflow.explain_conflict(out, pending["ref"])
     return code
+
+
+def _worktree_tree(g: Git) -> str:
+    """The tree of a worktree's files as they are now (untracked included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
+        gi.run("read-tree", "HEAD")
+        gi.run("add", "-A", ".")
+        return gi.run("write-tree")
 
 
 # --- plain refresh ------------------------------------------------------------

@@ -39,7 +39,7 @@ from .. import report, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
-from . import open_manifest
+from ..manifest import find_root, load
 
 STANDIN_ENV = "SGLANG_OVERLAY_STANDIN_SUITE"
 REPORTS_DIR = "reports"
@@ -48,8 +48,8 @@ HEADERS = ("MODEL", "STATUS", "PREFILL", "DECODE", "ROUGE-L MIN", "TIME", "DETAI
 
 def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         standin_suite: Path | None = None) -> int:
-    manifest = open_manifest(opts)
-    root = manifest.root
+    root = find_root(opts.directory)
+    manifest = load(root)
     ref = manifest.ref_or(sglang_ref)
     standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
     if standin is not None:

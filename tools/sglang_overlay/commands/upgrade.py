@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import click
 
-from .. import export, journal, report, target, workflow
+from .. import export, journal, report, state, target, workflow
 from ..changelog import add_line
 from ..engine import Session
 from ..errors import FINDINGS, OK
@@ -33,7 +33,7 @@ from . import open_overlay
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
-    workflow.unfinished(manifest.root)
+    workflow.refuse_unfinished(state.load(manifest.root))
     if to_ref == manifest.ref:
         message = f"already pinned at {to_ref}; nothing to do"
         if as_json:

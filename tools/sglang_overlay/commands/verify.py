@@ -35,10 +35,9 @@ from pathlib import Path
 
 import click
 
-from .. import report, wheels
+from .. import journal, report, wheels
 from ..errors import FINDINGS, OK, BadInput
-from . import open_manifest
-from ..versions import same_version
+from ..manifest import find_root, load
 from .install import interpreter
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
@@ -145,7 +144,9 @@ OK_STATUSES = {"ok", "needs-gpu", "skipped"}
 
 def run(opts, python, as_json) -> int:
     py = interpreter(python, opts.directory)
-    manifest = open_manifest(opts)
+    root = find_root(opts.directory)
+    journal.recover(root)  # like every verb: finish a change an interrupted run left
+    manifest = load(root)
     rebuild = f"overlay build && overlay install --python {py}"
     checks: list[Check] = []
     probe = _run_marked([py, "-c", PROBE_SCRIPT], timeout=120)
@@ -214,6 +215,8 @@ def _package_dir(probe: dict) -> Path | None:
 
 
 def _sglang_check(pkg: Path, dist_version: str | None, embedded: dict | None) -> Check:
+    from ..versions import same_version
+
     shown = dist_version or (embedded or {}).get("version") or "(no distribution metadata)"
     detail = f"{shown} at {pkg}"
     if embedded is None or dist_version is None:
