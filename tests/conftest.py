@@ -27,3 +27,16 @@ def upstream() -> Path:
 def shared_cache(tmp_path_factory) -> Path:
     """One overlay cache for the session, so mirrors are fetched once."""
     return tmp_path_factory.mktemp("overlay-cache")
+
+
+@pytest.fixture(scope="session")
+def _empty_config_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg-config")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_upstream_setting(monkeypatch, _empty_config_home):
+    """The user's $SGLANG_OVERLAY_UPSTREAM and ~/.config/sglang-overlay/config.toml
+    never reach a test: each test sets what it needs itself."""
+    monkeypatch.delenv("SGLANG_OVERLAY_UPSTREAM", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(_empty_config_home))

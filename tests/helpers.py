@@ -190,3 +190,48 @@ def amend(wt: Path, name: str, change) -> None:
                    env={**os.environ, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true",
                         "GIT_CONFIG_GLOBAL": os.devnull, "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t"}, capture_output=True)
+
+
+# A generation suite of upstream's shape without torch: it prints the suite's
+# lines (org/good passes, org/bad exceeds its tolerance, org/crash raises,
+# org/silent prints nothing).
+TINY_SUITE = textwrap.dedent('''\
+    import dataclasses
+    import os
+    import unittest
+
+
+    @dataclasses.dataclass
+    class ModelCase:
+        model_path: str
+        prefill_tolerance: float = 5e-2
+        decode_tolerance: float = 5e-2
+        rouge_l_tolerance: float = 1
+
+
+    ALL_OTHER_MODELS = [
+        ModelCase("org/good"),
+        ModelCase("org/bad", 1e-3),
+        ModelCase("org/crash"),
+        ModelCase("org/silent"),
+    ]
+    DIFFS = {"org/good": 0.01, "org/bad": 0.02}
+
+
+    class TestGenerationModels(unittest.TestCase):
+        def test_others(self):
+            if os.environ.get("SGLANG_IS_IN_CI") == "true":
+                return  # as upstream's test_others does in CI
+            for case in ALL_OTHER_MODELS:
+                if "ONLY_RUN" in os.environ and os.environ["ONLY_RUN"] != case.model_path:
+                    continue
+                if case.model_path == "org/crash":
+                    raise RuntimeError("CUDA out of memory")
+                if case.model_path == "org/silent":
+                    continue
+                rouge_l_scores = [1.0, 0.9]
+                print(f"{rouge_l_scores=}")
+                print("prefill logprobs max_diff", DIFFS[case.model_path])
+                assert DIFFS[case.model_path] < case.prefill_tolerance, "prefill not close"
+                print("decode logprobs max_diff", DIFFS[case.model_path] / 2)
+    ''')

@@ -15,14 +15,13 @@ import io
 import json
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import overlay
+from helpers import TINY_SUITE, overlay
 import helpers
 from sglang_overlay import suite as suite_mod
 
@@ -138,46 +137,8 @@ def test_suite_shape_is_read_from_the_file_not_its_path(upstream, tmp_path):
 
 # --- the runner on a tiny suite of the same shape --------------------------------------
 
-TINY_SUITE = textwrap.dedent('''\
-    import dataclasses
-    import os
-    import unittest
-
-
-    @dataclasses.dataclass
-    class ModelCase:
-        model_path: str
-        prefill_tolerance: float = 5e-2
-        decode_tolerance: float = 5e-2
-        rouge_l_tolerance: float = 1
-
-
-    ALL_OTHER_MODELS = [
-        ModelCase("org/good"),
-        ModelCase("org/bad", 1e-3),
-        ModelCase("org/crash"),
-        ModelCase("org/silent"),
-    ]
-    DIFFS = {"org/good": 0.01, "org/bad": 0.02}
-
-
-    class TestGenerationModels(unittest.TestCase):
-        def test_others(self):
-            if os.environ.get("SGLANG_IS_IN_CI") == "true":
-                return  # as upstream's test_others does in CI
-            for case in ALL_OTHER_MODELS:
-                if "ONLY_RUN" in os.environ and os.environ["ONLY_RUN"] != case.model_path:
-                    continue
-                if case.model_path == "org/crash":
-                    raise RuntimeError("CUDA out of memory")
-                if case.model_path == "org/silent":
-                    continue
-                rouge_l_scores = [1.0, 0.9]
-                print(f"{rouge_l_scores=}")
-                print("prefill logprobs max_diff", DIFFS[case.model_path])
-                assert DIFFS[case.model_path] < case.prefill_tolerance, "prefill not close"
-                print("decode logprobs max_diff", DIFFS[case.model_path] / 2)
-    ''')
+# TINY_SUITE (helpers): a suite of the same shape with good, bad, crashing and
+# silent models, no torch
 
 
 @pytest.fixture

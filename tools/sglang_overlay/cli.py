@@ -3,6 +3,7 @@ in ``commands/<verb>.py``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, OverlayError
+from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, BadInput, OverlayError
 
 
 @dataclass
@@ -22,7 +23,16 @@ class Options:
     def path(self, p: Path | str) -> Path:
         """A path from the command line, relative to -C DIR like git's."""
         p = Path(p).expanduser()
-        return (p if p.is_absolute() else self.directory / p).absolute()
+        # normalized: '-C ov ../fork' is /abs/fork, never /abs/ov/../fork
+        return Path(os.path.normpath((p if p.is_absolute() else self.directory / p).absolute()))
+
+    def existing(self, p: Path | str, flag: str) -> Path:
+        """opts.path(p), which must exist (bad input naming the flag otherwise)."""
+        path = self.path(p)
+        if not path.exists():
+            raise BadInput(f"{flag} {p}: {path} does not exist",
+                           f"pass an existing path (relative to -C {self.directory})")
+        return path
 
 
 pass_options = click.make_pass_decorator(Options)
@@ -88,10 +98,18 @@ def lint(opts: Options, **kwargs) -> int:
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--upstream", metavar="URL|PATH", required=True,
-              help="The upstream SGLang repository (URL or local path).")
-@ref_option
+@click.option("--upstream", metavar="URL|PATH",
+              help="The upstream SGLang repository the manifest names (URL or local path; "
+                   "default: SGLang's GitHub repository, fetched through "
+                   "$SGLANG_OVERLAY_UPSTREAM or a [mirrors] entry when set).")
+@click.option("--sglang-ref", "sglang_ref", metavar="REF",
+              help="Upstream tag, branch or commit to pin (required).")
+@click.option("--ci", "ci", type=click.Choice(["github"]), default=None,
+              help="Also write CI workflows (see `overlay ci github`).")
+@click.option("--gpu-runner", "gpu_runner", metavar="LABEL", default=None,
+              help="With --ci github: the self-hosted GPU runner label.")
 @offline_option
+@json_option
 @pass_options
 def init(opts: Options, **kwargs) -> int:
     """Start an empty overlay in DIRECTORY, pinned and locked to an upstream ref."""
@@ -169,7 +187,7 @@ def capture(opts: Options, **kwargs) -> int:
 @offline_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Where the wheel goes (default: dist/ in the overlay).")
-@click.option("--repack", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--repack", type=click.Path(dir_okay=False, path_type=Path),
               metavar="UPSTREAM_WHEEL",
               help="Patch upstream's official wheel instead of building from source.")
 @json_option
@@ -184,8 +202,11 @@ def build(opts: Options, **kwargs) -> int:
 @cli.command()
 @click.option("--python", "python", metavar="PATH", help="Interpreter of the target environment.")
 @click.option("--no-deps", is_flag=True, help="Do not install dependencies.")
-@click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="Wheel to install (default: the newest one `overlay build` made).")
+@click.option("--gpu-deps", is_flag=True,
+              help="Also install the GPU dependencies upstream declares as an extra "
+                   "(its 'srt' extra on releases that have one).")
 @json_option
 @pass_options
 def install(opts: Options, **kwargs) -> int:
@@ -215,10 +236,15 @@ def verify(opts: Options, **kwargs) -> int:
               help="Patched checkout holding the suite (default: the pinned ref's worktree).")
 @click.option("--python", "python", metavar="PATH", help="Interpreter with the patched sglang.")
 @click.option("--standin-suite", "standin_suite", metavar="PATH",
-              type=click.Path(exists=True, path_type=Path),
+              type=click.Path(path_type=Path),
               envvar="SGLANG_OVERLAY_STANDIN_SUITE",
               help="For CI without a GPU: run this CPU stand-in suite instead of the "
                    "checkout's, without the CUDA check; its reports say cpu-standin.")
+@click.option("--shard", metavar="I/N",
+              help="Run the I-th of N deterministic shares of the models (for a CI job matrix).")
+@click.option("--merge-reports", "merge_reports", is_flag=True,
+              help="Merge the shards' report directories given as arguments into one report.")
+@click.argument("report_dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR]...")
 @json_option
 @pass_options
 def test_(opts: Options, **kwargs) -> int:
@@ -243,6 +269,24 @@ def pr(opts: Options, **kwargs) -> int:
     from .commands import pr as cmd
 
     return cmd.run(opts, **kwargs)
+
+
+@cli.group()
+def ci() -> None:
+    """Write CI workflows that lint, check, upgrade and test the overlay."""
+
+
+@ci.command(name="github")
+@click.option("--gpu-runner", "gpu_runner", metavar="LABEL", default=None,
+              help="Label of the self-hosted GPU runners (default: gpu).")
+@json_option
+@pass_options
+def ci_github(opts: Options, **kwargs) -> int:
+    """GitHub Actions workflows in .github/workflows/: CPU checks on push and pull
+    request, a nightly upgrade, and the GPU suite sharded over a job matrix."""
+    from .commands import ci as cmd
+
+    return cmd.run_github(opts, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

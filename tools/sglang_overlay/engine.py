@@ -17,7 +17,7 @@ from pathlib import Path
 import git as gitpython
 
 from . import manifest as manifest_mod
-from . import patchfile
+from . import patchfile, userconfig
 from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
@@ -79,7 +79,8 @@ class Build:
 
 @dataclass
 class LockReport:
-    status: str  # "ok", "locked" (newly written), "mismatch", "not-checked", "none"
+    status: str  # "ok", "locked" (newly written), "mismatch", "different-history",
+    #              "not-checked", "none"
     locked: str | None = None
     remote: str | None = None
     message: str = ""
@@ -124,15 +125,23 @@ class Session:
     """One overlay against one upstream, within a cache."""
 
     def __init__(self, manifest: Manifest, cache: Cache, upstream: str | None = None,
-                 offline: bool = False):
+                 offline: bool = False, base: Path | None = None):
+        """upstream is --upstream; a relative path there is relative to base
+        (-C DIR; default: the current directory)."""
         self.manifest = manifest
         self.cache = cache
         self.offline = offline
-        self.url = normalize_url(upstream or manifest.upstream_url, base=Path.cwd(),
+        # --upstream, else $SGLANG_OVERLAY_UPSTREAM, else a [mirrors] entry of
+        # the user's config, else the manifest's URL: decided here, once
+        self.upstream_choice = userconfig.choose(upstream, manifest.upstream_url,
+                                                 manifest.root, base)
+        self.url = normalize_url(self.upstream_choice.url,
+                                 base=self.upstream_choice.base or Path.cwd(),
                                  must_exist=not offline)
         manifest_url = manifest.upstream_url
         if not is_url(manifest_url):
             manifest_url = normalize_url(manifest_url, base=manifest.root, must_exist=not offline)
+        self.manifest_url = manifest_url
         self.is_manifest_upstream = self.url == manifest_url
         self.mirror = cache.mirror(self.url)
         self.workspace = cache.workspace(self.mirror, manifest.root)
@@ -163,15 +172,18 @@ class Session:
         """
         m = self.manifest
         ref = remote.ref
-        if ref != m.ref or not self.is_manifest_upstream:
-            why = "not the pinned ref" if ref != m.ref else "--upstream differs from the manifest's"
-            return remote, LockReport("not-checked", m.commit, remote.commit, why)
+        if ref != m.ref:
+            return remote, LockReport("not-checked", m.commit, remote.commit, "not the pinned ref")
+        if not self.is_manifest_upstream and not update_lock:
+            return self._mirror_lock(ref, remote)
         if m.commit is None or update_lock:
             if m.commit != remote.commit:
                 manifest_mod.write_lock(m.root, ref, remote.commit)
                 m.commit = remote.commit
+                where = "" if self.is_manifest_upstream else \
+                    f" (as {self.url}, {self.upstream_choice.describe()}, has it)"
                 return remote, LockReport("locked", remote.commit, remote.commit,
-                                          f"locked {ref} at {remote.commit}")
+                                          f"locked {ref} at {remote.commit}{where}")
             return remote, LockReport("ok", m.commit, remote.commit)
         if remote.commit == m.commit:
             return remote, LockReport("ok", m.commit, remote.commit)
@@ -190,6 +202,37 @@ class Session:
             )
         return (Resolved(ref, m.commit, remote.refname),
                 LockReport("mismatch", m.commit, remote.commit, message))
+
+    def _mirror_lock(self, ref: str, remote: Resolved) -> tuple[Resolved, LockReport]:
+        """The lock, checked against another upstream than the manifest's.
+
+        A mirror with GitHub's history resolves the pin to the locked commit
+        (or at least has it): the lock is checked as usual. A repository with
+        another history (a local upstream built from PyPI releases) has other
+        commits: the lock cannot be checked there, and the user is told so.
+        """
+        m = self.manifest
+        where = self.upstream_choice.describe()
+        if m.commit is None:
+            return remote, LockReport("not-checked", None, remote.commit,
+                                      f"no lock in {manifest_mod.MANIFEST_NAME}")
+        if remote.commit == m.commit:
+            return remote, LockReport("ok", m.commit, remote.commit,
+                                      f"{self.url} ({where}) has the locked commit")
+        if self.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
+            message = (
+                f"LOCK MISMATCH: {ref} resolves to {remote.commit} in {self.url} ({where}), "
+                f"but {manifest_mod.MANIFEST_NAME} locks it at {m.commit}. Building on "
+                "the locked commit."
+            )
+            return (Resolved(ref, m.commit, remote.refname),
+                    LockReport("mismatch", m.commit, remote.commit, message))
+        message = (
+            f"DIFFERENT HISTORY: {self.url} ({where}) is not a mirror of {self.manifest_url}: "
+            f"its {ref} is {remote.commit} and it does not have the locked commit "
+            f"{m.commit}. Building on {remote.commit[:12]}; the lock is not checked."
+        )
+        return remote, LockReport("different-history", m.commit, remote.commit, message)
 
     def pin_commit(self) -> str | None:
         """The commit the overlay's patches were made on (the pinned ref)."""
@@ -283,7 +326,7 @@ class Session:
         """
         ref = self.manifest.ref_or(ref)
         base, lock = self.resolve_pinned(ref)
-        if lock.status == "mismatch":
+        if lock.status in ("mismatch", "different-history"):
             sys.stderr.write(lock.message + "\n")
         build = self.build(base)
         if not build.ok:

@@ -621,3 +621,15 @@ def write_lock(root: Path, ref: str, commit: str) -> None:
 
 def set_unit_keys(root: Path, name: str, **keys: Any) -> None:
     update(root, with_unit_keys, name, **keys)
+
+
+def table_line(path: Path, table: str, index: int) -> int:
+    """The line of the index-th [[table]] header of the manifest at path (1 when
+    there is none), for findings to point at."""
+    header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    found = [no for no, line in enumerate(lines, 1) if header.match(line)]
+    return found[index] if 0 <= index < len(found) else 1

@@ -62,6 +62,11 @@ def emit_json(data, exit_code: int | None = None) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 unit', '2 units' (many: the irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def note(message: str, err: bool = True) -> None:
     click.echo(message, err=err)
 

@@ -162,15 +162,21 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-def backup(path: Path, label: str) -> str:
-    """Save every change in a worktree (untracked files too) as a commit; its ref."""
+def content_tree(path: Path) -> str:
+    """The tree of everything in a worktree (untracked files too), as it is now."""
     g = Git(path)
     with tempfile.TemporaryDirectory() as tmp:
         index = str(Path(tmp) / "index")
         gi = g.with_env(GIT_INDEX_FILE=index)
         gi.run("read-tree", "HEAD")
         gi.run("add", "-A", ".")
-        tree = gi.run("write-tree")
+        return gi.run("write-tree")
+
+
+def backup(path: Path, label: str) -> str:
+    """Save every change in a worktree (untracked files too) as a commit; its ref."""
+    g = Git(path)
+    tree = content_tree(path)
     env = identity_env(int(time.time()))
     sha = g.run("commit-tree", tree, "-p", "HEAD", "-m",
                 f"overlay: backup of {path} before {label}", env=env)

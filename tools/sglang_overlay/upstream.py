@@ -35,7 +35,10 @@ from filelock import FileLock
 
 from .errors import BadInput
 from .gitutil import Git, clear_stale_lock
+from .userconfig import HINT as UPSTREAM_HINT
 
+OFFLINE_MISS = ("run without --offline to fetch it; if the upstream is out of reach, "
+                + UPSTREAM_HINT)
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
 
@@ -164,8 +167,8 @@ class Mirror:
                 raise BadInput(f"upstream '{self.url}' is not a git repository",
                                "pass --upstream a git URL or the path of an SGLang clone")
             raise BadInput(f"cannot reach upstream '{self.url}': {stderr}",
-                           "check the URL and the network, or pass --offline "
-                           "to use what the cache already has") from None
+                           f"check the URL and the network, or {UPSTREAM_HINT} "
+                           "(--offline only uses refs the cache already has)") from None
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -198,7 +201,8 @@ class Mirror:
                         continue  # a killed fetch left its lock behind
                     stderr = (exc.stderr or "").strip().replace("\n", " ")
                     raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
-                                   "check that the ref exists upstream and the network works")
+                                   "check that the ref exists upstream and the network "
+                                   f"works, or {UPSTREAM_HINT}")
         finally:
             repo.close()
 
@@ -211,7 +215,7 @@ class Mirror:
         except gitpython.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().replace("\n", " ")
             raise BadInput(f"cannot list the tags of '{self.url}': {stderr}",
-                           "check the URL and the network") from None
+                           f"check the URL and the network, or {UPSTREAM_HINT}") from None
         tags: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -245,7 +249,7 @@ class Mirror:
                 for r in out.values() if not self.has_commit(r.commit)
             })
             if specs:
-                self._fetch_specs(specs, f"fetching {len(specs)} refs")
+                self._fetch_specs(specs, f"fetching {len(specs)} ref" + ("s" if len(specs) != 1 else ""))
         for r in out.values():
             if not self.has_commit(r.commit):
                 raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "
@@ -267,7 +271,7 @@ class Mirror:
             if not self.has_commit(ref):
                 if offline:
                     raise BadInput(f"commit {ref} is not in the cache",
-                                   "run without --offline to fetch it")
+                                   OFFLINE_MISS)
                 with self.lock:
                     if not self.has_commit(ref):
                         self.fetch(ref, None, f"fetching {ref[:12]}")
@@ -281,7 +285,7 @@ class Mirror:
                 if sha:
                     return Resolved(ref, sha, name)
             raise BadInput(f"ref '{ref}' is not in the cache",
-                           "run without --offline to fetch it")
+                           OFFLINE_MISS)
         remote = self.ls_remote(ref)
         if remote is None:
             raise BadInput(

@@ -79,12 +79,13 @@ MODELS_PACKAGE = "sglang/srt/models/"
 
 
 def require(module: str, project: str) -> None:
-    """Bad input (not a traceback) when an optional build dependency is missing."""
+    """Bad input (not a traceback) when a build dependency is missing (a broken
+    install: build and wheel are plain dependencies of sglang-overlay)."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
         raise BadInput(f"{project} is not installed in {sys.executable}",
-                       f"pip install 'sglang-overlay[build]' (or pip install {project})")
+                       f"pip install {project} (or reinstall sglang-overlay, which depends on it)")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -362,6 +363,19 @@ def _replace_version(metadata: bytes, version: str) -> bytes:
                        "pass the .whl file exactly as downloaded from the index")
     lines[hits[0]] = b"Version: " + version.encode()
     return b"\n".join(lines) + sep + body
+
+
+def provided_extras(path: Path) -> list[str]:
+    """The extras a wheel file's METADATA declares (Provides-Extra)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist()
+                         if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+            text = zf.read(name).decode("utf-8", "replace") if name else ""
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return []
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.lower().startswith("provides-extra:")]
 
 
 def read_embedded(path: Path) -> dict | None:

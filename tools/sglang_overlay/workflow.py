@@ -83,6 +83,8 @@ def finish(session: Session, build: Build, pre: target.Preflight, operation: str
         # the commit the resolution worktree started at: the resolution is
         # everything on top of it, committed or not
         "resolution_base": first.parent,
+        # ... and its content as left (markers included): edits are what differs
+        "resolution_tree": target.content_tree(out.resolution),
         "target": str(pre.target),
         "branch": pre.branch,
         "overrides": {k: str(v) for k, v in session.patch_overrides.items()},
@@ -101,7 +103,9 @@ def drop_resolution(session: Session, pending: dict) -> str | None:
     ws = session.workspace
     if res.exists() and ws.owns(res):
         start = pending.get("resolution_base")
-        if target.is_dirty(res) or (start and target.head_of(res) != start):
+        left = pending.get("resolution_tree")
+        edited = target.is_dirty(res) and (left is None or target.content_tree(res) != left)
+        if edited or (start and target.head_of(res) != start):
             saved = target.backup(res, "dropping the resolution worktree")
         with ws.lock:
             ws.remove_worktree(res)

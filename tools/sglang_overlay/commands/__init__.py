@@ -15,4 +15,5 @@ def open_overlay(opts, upstream: str | None = None, offline: bool = False,
     root = find_root(opts.directory)
     journal.recover(root)  # finish a change an interrupted run left half-done
     manifest = load(root, check_files=check_files)
-    return manifest, Session(manifest, Cache(opts.cache_dir), upstream, offline)
+    return manifest, Session(manifest, Cache(opts.cache_dir), upstream, offline,
+                             base=opts.directory)

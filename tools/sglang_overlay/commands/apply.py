@@ -23,7 +23,7 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
         workflow.drop_resolution(session, pending)
 
     base, lock = session.resolve_pinned(ref, update_lock)
-    if lock.status == "mismatch":
+    if lock.status in ("mismatch", "different-history"):
         click.secho(lock.message, err=True, fg="red", bold=True)
     elif lock.status == "locked":
         report.note(lock.message)
@@ -38,7 +38,9 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
             "ref": ref,
             "upstream": session.url,
             "base": base.commit,
-            "lock": {"status": lock.status, "locked": lock.locked, "remote": lock.remote},
+            "upstream_source": session.upstream_choice.source,
+            "lock": {"status": lock.status, "locked": lock.locked, "remote": lock.remote,
+                     "message": lock.message or None},
             "units": [r.to_json() for r in build.results],
             **out.to_json(),
             "exit_code": code,

@@ -40,7 +40,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         wheels.require("build", "build")
     upstream_wheel = None
     if repack is not None:
-        repack = opts.path(repack)
+        repack = opts.existing(repack, "--repack")
         upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
         if canonicalize_name(upstream_wheel.name) != wheels.PACKAGE:
             raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
@@ -125,8 +125,9 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         else:
             final = built
 
-        out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / final.name
+        _refuse_other_method(dest, method)
+        out_dir.mkdir(parents=True, exist_ok=True)
         part = out_dir / f".{final.name}.part-{os.getpid()}"
         shutil.copyfile(final, part)
         os.replace(part, dest)
@@ -180,6 +181,20 @@ def _predicted_files(project: Path, changes) -> dict[str, str | None]:
     rels = [(c, wheels.relpath(c.path)) for c in changes]
     return {rel: None if c.deleted else wheels.sha256_file(project / rel)
             for c, rel in rels if "/" in rel and rel.split("/", 1)[0] in packages}
+
+
+def _refuse_other_method(dest: Path, method: str) -> None:
+    """A repacked wheel and a source-built one get the same name (upstream's
+    wheel is pure Python too): never let one silently replace the other."""
+    if not dest.exists():
+        return
+    old = (wheels.read_embedded(dest) or {}).get("method")
+    if old and old != method:
+        what = {"source": "built from source", "repack": "repacked"}
+        raise BadInput(f"{dest} exists and was {what.get(old, old)}; this wheel is "
+                       f"{what.get(method, method)} and has the same name",
+                       f"pass --out DIR for the {what.get(method, method)} wheel, or remove "
+                       f"{dest} first")
 
 
 def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path):

@@ -159,7 +159,7 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     for n in notes:
         click.echo(f"note: {n}")
     click.echo("")
-    click.echo(f"captured {len(rows)} units from {label} ({fork[:12]}) against "
+    click.echo(f"captured {report.plural(len(rows), 'unit')} from {label} ({fork[:12]}) against "
                f"{base_ref} (merge-base {merge_base[:12]})")
     if merge_base != upstream_tip:
         click.echo(f"the fork started from {merge_base[:12]}, not {base_ref}: rebuild it with "

@@ -84,7 +84,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         if not manifest.commit:
             break  # nothing locked (check never writes the lock)
         resolved[i], lock = session.honour_lock(r)
-        if lock.status == "mismatch":
+        if lock.status in ("mismatch", "different-history"):
             lock_notes.append(lock.message)
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
@@ -126,7 +126,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
         for n in notes:
             click.echo(n)
     per_ref = ", ".join(f"{c['ref']} {c['seconds']:.2f}s" for c in columns)
-    click.echo(f"\nchecked {len(columns)} refs in {seconds:.2f} s ({per_ref})")
+    click.echo(f"\nchecked {report.plural(len(columns), 'ref')} in {seconds:.2f} s ({per_ref})")
     return code
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from .. import github_ci, report, userconfig
 from ..errors import OK, BadInput
 from ..gitutil import Git
-from ..manifest import MANIFEST_NAME, with_lock
+from ..manifest import MANIFEST_NAME, load, with_lock
 from ..upstream import Cache, is_url, normalize_url
 
 MANIFEST_HEADER = """\
@@ -30,16 +31,30 @@ GITIGNORE = """\
 """
 
 
-def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: bool) -> int:
-    dest = (opts.directory / directory).absolute()
+def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
+        offline: bool, ci: str | None = None, gpu_runner: str | None = None,
+        as_json: bool = False) -> int:
+    dest = opts.path(directory)
     if (dest / MANIFEST_NAME).exists():
         raise BadInput(f"{dest / MANIFEST_NAME} already exists",
                        "pick another directory, or work on that overlay with -C")
     if not sglang_ref:
         raise BadInput("overlay init needs --sglang-ref REF (the upstream release to pin)",
                        "pass e.g. --sglang-ref v0.5.1")
-    url = normalize_url(upstream)
-    stored = upstream if is_url(upstream) else url[len("file://"):]
+    if gpu_runner is not None and ci is None:
+        raise BadInput("--gpu-runner needs --ci github", "pass --ci github --gpu-runner LABEL")
+    if gpu_runner is not None:
+        github_ci.check_label(gpu_runner)
+    # The manifest names --upstream (default GitHub's); the fetch goes where
+    # the user's setting says ($SGLANG_OVERLAY_UPSTREAM, a [mirrors] entry).
+    if upstream:
+        url = normalize_url(upstream, base=opts.directory)
+        stored = upstream if is_url(upstream) else url[len("file://"):]
+        choice = userconfig.Choice(url, "--upstream", None)
+    else:
+        stored = userconfig.GITHUB_URL
+        choice = userconfig.choose(None, stored, None)
+        url = normalize_url(choice.url, base=choice.base or Path.cwd())
     mirror = Cache(opts.cache_dir).mirror(url)
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 
@@ -54,9 +69,26 @@ def run(opts, directory: Path, upstream: str, sglang_ref: str | None, offline: b
         gitignore.write_text(GITIGNORE)
     if not Git(dest).result("rev-parse", "--is-inside-work-tree").ok:
         Git(dest).run("init", "--quiet")
+    workflows = github_ci.write(dest, load(dest), gpu_runner) if ci == "github" else []
+    if as_json:
+        report.emit_json({
+            "directory": str(dest),
+            "upstream": stored,
+            "fetched_from": url,
+            "upstream_source": choice.source,
+            "ref": sglang_ref,
+            "commit": resolved.commit,
+            "workflows": [str(p) for p in workflows],
+            "exit_code": OK,
+        })
+        return OK
     click.echo(f"initialized an empty overlay in {dest}")
     click.echo(f"  upstream {stored}")
+    if choice.source != "--upstream" and url != normalize_url(stored):
+        click.echo(f"  fetched  from {url} ({choice.describe()})")
     click.echo(f"  pinned   {sglang_ref} at {resolved.commit}")
+    for p in workflows:
+        click.echo(f"  wrote    {p.relative_to(dest)}")
     click.echo("next: `overlay capture --from <your fork>` or add units to "
                f"{MANIFEST_NAME}, then `overlay apply`")
     return OK

@@ -28,11 +28,16 @@ from ..errors import BadInput
 from ..manifest import find_root, load
 
 
-def run(opts, python, no_deps, wheel, as_json) -> int:
+GPU_EXTRAS = ("srt",)  # upstream's extra with torch and the kernels, where it has one
+
+
+def run(opts, python, no_deps, wheel, as_json, gpu_deps: bool = False) -> int:
+    if gpu_deps and no_deps:
+        raise BadInput("--gpu-deps and --no-deps contradict each other", "pass one of them")
     t0 = time.monotonic()
     py = interpreter(python, opts.directory)
     if wheel is not None:
-        path = opts.path(wheel)
+        path = opts.existing(wheel, "--wheel")
         if not path.name.endswith(".whl"):
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")
@@ -49,10 +54,11 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
                 "run `overlay build` first, or pass --wheel FILE")
         path = found[0]
 
+    extras = [e for e in GPU_EXTRAS if e in wheels.provided_extras(path)] if gpu_deps else []
     base = [py, "-m", "pip", "install", "--disable-pip-version-check"]
     steps = [base + ["--no-deps", "--force-reinstall", str(path)]]
     if not no_deps:
-        steps.insert(0, base + [str(path)])
+        steps.insert(0, base + [f"{path}[{','.join(extras)}]" if extras else str(path)])
     for cmd in steps:
         _pip(cmd, py)
 
@@ -64,6 +70,7 @@ def run(opts, python, no_deps, wheel, as_json) -> int:
         "version": version,
         "python": py,
         "no_deps": bool(no_deps),
+        "extras": extras,
         "overlay_build": embedded is not None,
         "commands": [" ".join(c) for c in steps],
         "seconds": round(time.monotonic() - t0, 2),

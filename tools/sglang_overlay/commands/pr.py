@@ -76,7 +76,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
                        "there is nothing left to send upstream")
     units = closure(manifest, unit)
     branch = BRANCH_PREFIX + unit.name
-    push_url = resolve_remote(root, push, offline) if push else None
+    push_url = resolve_remote(root, push, offline, opts.directory) if push else None
     out_dir = opts.path(out) if out else root / "pr" / unit.name
     ref = manifest.ref_or(base, "--base")
 
@@ -193,8 +193,9 @@ def model_rows(manifest: Manifest, unit: Unit) -> list[Model]:
 # --- the remote --------------------------------------------------------------------
 
 
-def resolve_remote(root: Path, remote: str, offline: bool) -> str:
-    """The URL to push to: a remote configured in the overlay repository, a URL or a path."""
+def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = None) -> str:
+    """The URL to push to: a remote configured in the overlay repository, a URL or a
+    path (relative to cwd: -C DIR)."""
     configured = Git(root, isolated=False).result("config", "--get", f"remote.{remote}.url")
     url = configured.out.strip() if configured.ok and configured.out.strip() else None
     local = False
@@ -204,7 +205,7 @@ def resolve_remote(root: Path, remote: str, offline: bool) -> str:
         else:
             path = Path(remote).expanduser()
             if not path.is_absolute():
-                path = Path.cwd() / path
+                path = (cwd or Path.cwd()) / path
             if not (path.exists() and Git(path).result("rev-parse", "--git-dir").ok):
                 raise BadInput(f"--push {remote}: not a remote of {root}, a URL or a git "
                                "repository", f"add it with `git -C {root} remote add <name> "

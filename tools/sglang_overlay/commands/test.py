@@ -35,7 +35,7 @@ from pathlib import Path
 
 import click
 
-from .. import report, suite as suite_mod, target
+from .. import report, shards, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
@@ -47,14 +47,24 @@ HEADERS = ("MODEL", "STATUS", "PREFILL", "DECODE", "ROUGE-L MIN", "TIME", "DETAI
 
 
 def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
-        standin_suite: Path | None = None) -> int:
+        standin_suite: Path | None = None, shard: str | None = None,
+        merge_reports: bool = False, report_dirs: tuple = ()) -> int:
+    if report_dirs and not merge_reports:
+        raise BadInput(f"unexpected argument {report_dirs[0]}",
+                       "pass --merge-reports DIR... to merge shard reports")
+    shard_of = shards.parse(shard) if shard else None
     root = find_root(opts.directory)
+    if merge_reports:
+        if shard or dry_run or models:
+            raise BadInput("--merge-reports runs nothing: it takes no --shard, --dry-run "
+                           "or --model", "merge in a separate `overlay test --merge-reports`")
+        return _merge(opts, root, report_dirs, as_json)
     manifest = load(root)
     ref = manifest.ref_or(sglang_ref)
     standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN
-        suite, checkout = _standin_suite(opts.path(standin)), None
+        suite, checkout = _standin_suite(opts.existing(standin, "--standin-suite")), None
     else:
         runner = suite_mod.RUNNER_GPU
         checkout = opts.path(worktree) if worktree else target.default_target(root, ref)
@@ -74,6 +84,14 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         raise BadInput(f"--model {unknown[0]}: no [[model]] declares it and {suite.rel} has "
                        "no ModelCase for it",
                        "pass the hf-id of a declared model, or of a model in the suite")
+    if shard_of:
+        hf_ids = shards.take(hf_ids, *shard_of)
+        if not hf_ids:
+            if as_json:
+                report.emit_json({"shard": shard, "models": [], "exit_code": OK})
+            else:
+                click.echo(f"shard {shard}: no model falls in it (fewer models than shards)")
+            return OK
     missing = [h for h in hf_ids if h not in suite.cases]
     if missing:
         raise Findings(
@@ -92,7 +110,13 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
     run_dir = root / REPORTS_DIR / name
     invocations = [suite_mod.invocation(suite, h, python, run_dir, mode) for h in hf_ids]
     if dry_run:
-        return _print_plan(invocations, runner, suite, checkout, as_json)
+        note = None
+        if runner == suite_mod.RUNNER_GPU and python == sys.executable \
+                and not probe.info.get("sglang"):
+            note = (f"--python not given: these commands use this tool's own interpreter "
+                    f"({python}), which has no sglang; pass --python with the environment "
+                    "`overlay install` set up")
+        return _print_plan(invocations, runner, suite, checkout, as_json, note, shard)
 
     outcomes = []
     for inv in invocations:
@@ -109,9 +133,7 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
     if as_json:
         report.emit_json(data)
         return code
-    rows = [[m["model"], m["status"], _fmt(m["max_prefill_diff"]), _fmt(m["max_decode_diff"]),
-             _fmt(m["rouge_l_min"]), f"{m['duration_s']:.1f}s", m["detail"]]
-            for m in data["models"]]
+    rows = _rows(data)
     if runner == suite_mod.RUNNER_STANDIN:
         click.echo("CPU stand-in suite, not a GPU run: these numbers prove the runner, "
                    "not the model's accuracy.")
@@ -160,12 +182,17 @@ def _report_name(root: Path, ref: str, runner: str, started: datetime) -> str:
     return name
 
 
-def _print_plan(invocations, runner, suite, checkout, as_json) -> int:
+def _print_plan(invocations, runner, suite, checkout, as_json, note=None, shard=None) -> int:
     plan = {"runner": runner, "dry_run": True, "checkout": str(checkout) if checkout else None,
-            "suite": suite.to_json(), "runs": [inv.to_json() for inv in invocations]}
+            "suite": suite.to_json(), "shard": shard, "note": note,
+            "runs": [inv.to_json() for inv in invocations]}
     if as_json:
         report.emit_json(plan, OK)
         return OK
+    if note:
+        click.echo(f"# note: {note}")
+    if shard:
+        click.echo(f"# shard {shard}: " + ", ".join(inv.hf_id for inv in invocations))
     if runner == suite_mod.RUNNER_STANDIN:
         click.echo("# CPU stand-in suite, not a GPU run")
     for inv in invocations:
@@ -232,6 +259,12 @@ def _report(root, manifest, ref, runner, suite, checkout, probe, started, outcom
         "exit_code": code,
         "models": models,
     }
+
+
+def _rows(data: dict) -> list[list[str]]:
+    return [[m["model"], m["status"], _fmt(m["max_prefill_diff"]), _fmt(m["max_decode_diff"]),
+             _fmt(m["rouge_l_min"]), f"{m['duration_s']:.1f}s", m["detail"]]
+            for m in data["models"]]
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -308,3 +341,28 @@ def _write_reports(root: Path, name: str, data: dict) -> dict[str, Path]:
         tmp.write_text(content, encoding="utf-8")
         os.replace(tmp, paths[key])
     return paths
+
+
+def _merge(opts, root: Path, report_dirs: tuple, as_json: bool) -> int:
+    """`--merge-reports DIR...`: the shards' reports as one, in reports/merged.*."""
+    found = [shards.find_report(opts.existing(d, "--merge-reports")) for d in report_dirs]
+    data = shards.merge([(p, shards.load(p)) for p in found], root)
+    junits = sorted({root / m["junit"] for m in data["models"] if m.get("junit")})
+    reports = root / REPORTS_DIR
+    reports.mkdir(parents=True, exist_ok=True)
+    suites = shards.merge_junit([j for j in junits if j.is_file()], reports / "merged.junit.xml")
+    paths = _write_reports(root, "merged", data)
+    data["report"] = {**{k: str(v) for k, v in paths.items()},
+                      "junit": str(reports / "merged.junit.xml")}
+    code = FINDINGS if data["exit_code"] else OK
+    if as_json:
+        report.emit_json(data)
+        return code
+    rows = _rows(data)
+    click.echo(report.table(HEADERS, rows, color_col=1))
+    click.echo("")
+    n = len(found)
+    click.echo(f"merged {n} shard{'s' if n != 1 else ''}: {paths['markdown']} "
+               f"(JUnit: {suites} suite{'s' if suites != 1 else ''} in "
+               f"{reports / 'merged.junit.xml'})")
+    return code

@@ -238,7 +238,7 @@ def _manifest_check(mpath: Path, embedded: dict) -> Check:
     units = embedded.get("units", [])
     tool = embedded.get("tool", {})
     return Check("manifest", "ok",
-                 f"{up.get('ref')} ({up['commit'][:12]}), {len(units)} units, "
+                 f"{up.get('ref')} ({up['commit'][:12]}), {report.plural(len(units), 'unit')}, "
                  f"{embedded.get('method', '?')} build by sglang-overlay "
                  f"{tool.get('version', '?')}")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from ..manifest import table_line
 from ..units import edit as edits
 from .facts import REGISTRY_MODULE, FactsCache
 from .tree import PY_ROOT, GitTree, Modules
@@ -145,9 +146,10 @@ class Linter:
         return archs
 
     def declared(self, archs: dict) -> None:
-        for m in self.manifest.models:
+        for i, m in enumerate(self.manifest.models):
             if m.architecture not in archs:
-                self.add("overlay.toml", 1, "arch-unregistered",
+                line = table_line(self.manifest.path, "model", index=i)
+                self.add("overlay.toml", line, "arch-unregistered",
                          f"declared architecture {m.architecture} has no native class in "
                          "any EntryClass; SGLang would fall back to TransformersForCausalLM",
                          f"add a model module whose EntryClass includes {m.architecture}",
