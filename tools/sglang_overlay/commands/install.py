@@ -15,16 +15,15 @@ the same version was installed before.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from .. import journal, report, wheels
 from ..errors import BadInput
+from ..interpreters import interpreter
 from ..manifest import find_root, load
 
 
@@ -84,29 +83,6 @@ def run(opts, python, no_deps, wheel, as_json, gpu_deps: bool = False) -> int:
         click.echo("note: this wheel has no embedded overlay manifest; "
                    "`overlay verify` will report it as not an overlay build")
     return 0
-
-
-def interpreter(python: str | None, base: Path | None = None) -> str:
-    """The target interpreter's path; bad input when it does not exist or run.
-
-    A name without a slash is looked up on PATH; a relative path is taken from
-    base (the -C directory).
-    """
-    if not python:
-        return sys.executable
-    p = Path(python).expanduser()
-    if base is not None and "/" in python and not p.is_absolute():
-        p = base / p
-    found = str(p.absolute()) if p.exists() else shutil.which(python)
-    if not found or Path(found).is_dir():
-        raise BadInput(f"--python {python}: no such interpreter",
-                       "pass the path of the environment's python, e.g. .venv/bin/python")
-    try:
-        subprocess.run([found, "-c", "pass"], check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        raise BadInput(f"--python {python}: does not run as a Python interpreter",
-                       "pass the path of the environment's python, e.g. .venv/bin/python") from None
-    return found
 
 
 def _pip(cmd: list[str], py: str) -> None:

@@ -37,8 +37,8 @@ import click
 
 from .. import journal, report, wheels
 from ..errors import FINDINGS, OK, BadInput
+from ..interpreters import interpreter
 from ..manifest import find_root, load
-from .install import interpreter
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
 MARKER = "@@overlay-verify@@"
