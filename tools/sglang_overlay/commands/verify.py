@@ -139,7 +139,7 @@ class Check:
         return {"check": self.check, "status": self.status, "detail": self.detail}
 
 
-OK_STATUSES = {"ok", "needs-gpu", "skipped"}
+VERIFY_OK = {"ok", "needs-gpu", "skipped"}
 
 
 def run(opts, python, as_json) -> int:
@@ -351,7 +351,7 @@ def _run_marked(cmd: list[str], timeout: int) -> dict | None:
 
 def _finish(checks: list[Check], py: str, pkg: Path | None, embedded: dict | None,
             registry: list[dict], as_json: bool) -> int:
-    findings = [c for c in checks if c.status not in OK_STATUSES]
+    findings = [c for c in checks if c.status not in VERIFY_OK]
     code = FINDINGS if findings else OK
     if as_json:
         report.emit_json({
