@@ -9,7 +9,6 @@ never checks anything out and never touches the user's files.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import git as gitpython
 
 from . import manifest as manifest_mod
-from . import patchfile, userconfig
+from . import output, patchfile, userconfig
 from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
@@ -327,7 +326,7 @@ class Session:
         ref = self.manifest.ref_or(ref)
         base, lock = self.resolve_pinned(ref)
         if lock.status in ("mismatch", "different-history"):
-            sys.stderr.write(lock.message + "\n")
+            output.warn(lock.message)
         build = self.build(base)
         if not build.ok:
             names = ", ".join(r.unit.name for r in build.conflicts)
@@ -346,8 +345,4 @@ class Session:
             tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
 
 
-def progress(message: str) -> None:
-    """A progress line on stderr, only for people at a terminal."""
-    if sys.stderr.isatty():
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
+progress = output.progress  # for the verbs that import it from here

@@ -61,7 +61,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import __version__
+from . import __version__, output
 from .errors import BadInput, Findings
 from .gitutil import DiffEntry
 from .manifest import Manifest
@@ -615,7 +615,7 @@ def build_from_source(project: Path, outdir: Path, epoch: int,
                 pypa_build.FailedProcessError, subprocess.CalledProcessError) as exc:
             tail = "\n".join(runner.log[-25:])
             if tail:
-                sys.stderr.write(tail + "\n")
+                output.passthrough(tail + "\n")
             what = runner.last_line() if runner.log else str(exc)
             raise Findings(f"building the wheel failed: {what}",
                            "fix the build error above; for releases with compiled extensions "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .. import report, state, target, workflow
+from .. import output, report, state, target, workflow
 from ..errors import FINDINGS, OK
 from . import open_overlay
 
@@ -24,9 +24,9 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
 
     base, lock = session.resolve_pinned(ref, update_lock)
     if lock.status in ("mismatch", "different-history"):
-        click.secho(lock.message, err=True, fg="red", bold=True)
+        output.warn(lock.message, loud=True)
     elif lock.status == "locked":
-        report.note(lock.message)
+        output.info(lock.message)
 
     build = session.build(base)
     out = workflow.finish(session, build, pre, "apply", {}, run_lint=not no_lint)

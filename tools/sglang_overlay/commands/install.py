@@ -16,12 +16,11 @@ the same version was installed before.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import click
 
-from .. import journal, report, wheels
+from .. import journal, output, report, wheels
 from ..errors import BadInput
 from ..interpreters import interpreter
 from ..manifest import find_root, load
@@ -86,7 +85,7 @@ def run(opts, python, no_deps, wheel, as_json, gpu_deps: bool = False) -> int:
 
 
 def _pip(cmd: list[str], py: str) -> None:
-    if sys.stderr.isatty():
+    if output.is_terminal():
         # stream for people watching; keep stdout clean for --json
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         lines = []
@@ -94,8 +93,7 @@ def _pip(cmd: list[str], py: str) -> None:
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace")
             lines.append(line)
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            output.passthrough(line)
         rc = proc.wait()
         out = "".join(lines)
     else:
@@ -103,8 +101,8 @@ def _pip(cmd: list[str], py: str) -> None:
         rc, out = proc.returncode, proc.stdout.decode("utf-8", "replace")
     if rc == 0:
         return
-    if not sys.stderr.isatty():
-        sys.stderr.write(out)
+    if not output.is_terminal():
+        output.passthrough(out)
     last = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip()), "no output")
     if "No module named pip" in out:
         raise BadInput(f"{py} has no pip", f"run `{py} -m ensurepip`, then install again")

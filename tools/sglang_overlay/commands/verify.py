@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 
 from .. import journal, report, wheels
-from ..errors import FINDINGS, OK, BadInput
+from ..errors import FINDINGS, OK, BadInput, Findings
 from ..interpreters import interpreter
 from ..manifest import find_root, load
 
@@ -368,5 +368,5 @@ def _finish(checks: list[Check], py: str, pkg: Path | None, embedded: dict | Non
     if findings:
         first = findings[0]
         more = f" (+{len(findings) - 1} more in the table)" if len(findings) > 1 else ""
-        click.echo(f"overlay: {first.line}{more} (fix: {first.fix})", err=True)
+        raise Findings(f"{first.line}{more}", first.fix)  # cli.main: the line, exit 1
     return code
