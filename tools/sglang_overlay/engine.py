@@ -20,6 +20,7 @@ from . import output, patchfile, userconfig
 from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
+from .paths import check_exported_links, check_tree_links
 from .units import (
     CONFLICT,
     OK_STATUSES,
@@ -307,6 +308,8 @@ class Session:
                 res = UnitResult(unit, out.status, out.files, out.detail, out.hunks,
                                  parent=parent, stale=out.stale)
                 if out.status in OK_STATUSES:
+                    # a link out of the tree would put the host's bytes in a wheel
+                    check_tree_links(stage.git, parent, f"unit '{unit.name}'")
                     res.commit = stage.commit(commit_message(unit, self.overlay_commit), env)
                 else:
                     stage.reset()
@@ -343,6 +346,7 @@ class Session:
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
+        check_exported_links(dest, commit)
 
 
 progress = output.progress  # for the verbs that import it from here

@@ -19,9 +19,12 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import BadInput
+from .paths import confine
 from .state import state_dir
 
 JOURNAL = "journal.json"
+STAGING = ".overlay/staging"
 
 
 class Transaction:
@@ -70,9 +73,11 @@ class Transaction:
             staged.write_bytes(data)
             if mode is not None:
                 staged.chmod(mode)
-            ops.append({"op": "write", "path": rel, "staged": str(staged)})
+            ops.append({"op": "write", "path": rel,
+                        "staged": staged.relative_to(self.root).as_posix()})
         journal = state_dir(self.root) / JOURNAL
         tmp = journal.with_suffix(".tmp")
+        check_ops(self.root, ops, str(journal))
         tmp.write_text(json.dumps(ops))
         os.replace(tmp, journal)  # from here on, the change will complete
         _carry_out(self.root, ops)
@@ -85,6 +90,49 @@ class Transaction:
         return p.read_bytes() if p.is_file() else None
 
 
+def check_ops(root: Path, ops, where: str) -> None:
+    """Act only on a journal this tool wrote: a list of delete/write ops whose
+    paths are relative and stay inside the overlay root, with staged files only
+    under .overlay/staging/. Anything else is refused before any op is done."""
+    fix = (f"delete {where} if you did not run an overlay command that was interrupted; "
+           "this tool never writes such a journal")
+
+    def bad(problem: str):
+        raise BadInput(f"{where}: {problem}", fix)
+
+    if not isinstance(ops, list):
+        bad("not a list of operations")
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("delete", "write") \
+                or not isinstance(op.get("path"), str):
+            bad(f"not an operation this tool writes: {op!r}")
+        _relative_inside(root, op["path"], ".", bad)
+        if op["op"] == "write":
+            staged = op.get("staged")
+            if not isinstance(staged, str):
+                bad(f"staged file {staged!r} is not a path")
+            if Path(staged).is_absolute():  # journals of earlier versions
+                try:
+                    staged = Path(staged).relative_to(root).as_posix()
+                except ValueError:
+                    bad(f"staged file {staged} is outside {root / STAGING}")
+            _relative_inside(root, staged, STAGING, bad)
+            if (root / staged).is_symlink():
+                bad(f"staged file '{staged}' is a symlink, not a file this tool staged")
+
+
+def _relative_inside(root: Path, rel: str, under: str, bad) -> None:
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        bad(f"path '{rel}' is not relative to the overlay repository")
+    if ".git" in p.parts:
+        bad(f"path '{rel}' is inside git's own data (.git)")
+    if under != "." and not (rel + "/").startswith(under + "/"):
+        bad(f"staged file '{rel}' is not under {under}/")
+    # the leaf itself may be a link the op replaces or deletes; where it lives may not lead out
+    confine((root / rel).parent, root / under if under != "." else root, f"named in {JOURNAL}")
+
+
 def _carry_out(root: Path, ops: list[dict]) -> None:
     for op in ops:
         dest = root / op["path"]
@@ -93,7 +141,7 @@ def _carry_out(root: Path, ops: list[dict]) -> None:
                 dest.unlink()
             _prune_empty_dirs(root, dest.parent)
         else:
-            staged = Path(op["staged"])
+            staged = root / op["staged"]
             if staged.exists():  # not yet moved by an earlier, interrupted run
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, dest)
@@ -112,7 +160,12 @@ def recover(root: Path) -> bool:
     journal = root / ".overlay" / JOURNAL
     if not journal.exists():
         return False
-    ops = json.loads(journal.read_text())
+    try:
+        ops = json.loads(journal.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{journal}: not a journal this tool wrote ({exc})",
+                       f"delete {journal} if no overlay command was interrupted") from None
+    check_ops(root, ops, str(journal))
     _carry_out(root, ops)
     journal.unlink()
     shutil.rmtree(root / ".overlay" / "staging", ignore_errors=True)

@@ -42,6 +42,7 @@ else:  # pragma: no cover
 
 from . import patchfile
 from .errors import BadInput, ManifestError
+from .paths import confine
 
 MANIFEST_NAME = "overlay.toml"
 OVERLAY_DIR = "overlay"
@@ -269,6 +270,9 @@ class _Checker:
         if "\\" in value or ".." in p.parts or "." in value.split("/"):
             self.fail(key, f"path '{value}' climbs out with '..' or is not normalized",
                       f"write a plain path inside {what}")
+        if ".git" in p.parts:
+            self.fail(key, f"path '{value}' is inside git's own data (.git)",
+                      f"name a file of the project inside {what}, never under .git/")
         return p.as_posix()
 
 
@@ -286,6 +290,11 @@ def load(root: Path, check_files: bool = True) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: not found", "run `overlay init` to create it")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ManifestError(MANIFEST_NAME, f"line {line}",
+                            f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start})", "save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(MANIFEST_NAME, "syntax", str(exc),
                             "fix the TOML syntax at that line") from None
@@ -464,7 +473,12 @@ def _check_files(c: _Checker, m: Manifest) -> None:
             for name in sorted(dirnames + filenames):
                 p = Path(dirpath) / name
                 if p.is_symlink():
-                    target = p.resolve()
+                    try:
+                        target = p.resolve()
+                    except (RuntimeError, OSError):
+                        rel = p.relative_to(m.root).as_posix()
+                        c.fail(rel, "is a symlink loop (it leads back to itself)",
+                               "replace it with the file itself", file=rel)
                     if target != real_overlay and real_overlay not in target.parents:
                         rel = p.relative_to(m.root).as_posix()
                         c.fail(rel, f"symlink points outside {OVERLAY_DIR}/ "
@@ -507,6 +521,7 @@ def _check_files(c: _Checker, m: Manifest) -> None:
 def _check_patch(c: _Checker, m: Manifest, u: Unit) -> None:
     key = f"unit '{u.name}'.patch"
     path = m.root / u.patch
+    confine(path, m.root, key)  # a patch is read only from inside the overlay
     if not path.is_file():
         c.fail(key, f"{u.patch} does not exist",
                "create it with `git format-patch --full-index` or fix the path")

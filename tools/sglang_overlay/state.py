@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import BadInput
+
 STATE_DIR = ".overlay"
 STATE_FILE = "state.json"
 
@@ -36,7 +38,15 @@ def load(root: Path) -> dict | None:
     path = root / STATE_DIR / STATE_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), str) for k in ("operation", "unit", "resolution")):
+        raise BadInput(f"{path}: not a record of an unfinished apply or upgrade this tool "
+                       "wrote", f"delete {path} (what it recorded, if anything, is lost)")
+    return data
 
 
 def clear(root: Path) -> None:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import output
+from . import output, paths
 from .errors import BadInput
 from .gitutil import Git, identity_env
 from .upstream import Workspace
@@ -97,8 +97,13 @@ class Preflight:
 
 
 def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Preflight:
-    """Refuse a target we must not touch, before any work is done."""
-    ws.ensure()
+    """Refuse a target we must not touch, before any work is done (and before
+    anything is created in the cache)."""
+    paths.refuse_worktree_inside(target, ws.overlay_root)
+    if not Git(ws.overlay_root).result("check-ref-format", "--branch", branch).ok:
+        raise BadInput(f"'{branch}' is not a valid branch name",
+                       "pass --branch a name git accepts, e.g. overlay/v0.5.1")
+    paths.check_writable(target.parent, "--worktree")
     exists = target.exists() or target.is_symlink()
     dirty = False
     if exists:
@@ -147,9 +152,6 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                 f"pass --worktree {path} to update that one, or remove it with "
                 f"`git worktree remove {path}`",
             )
-    if not Git(ws.path).result("check-ref-format", "--branch", branch).ok:
-        raise BadInput(f"'{branch}' is not a valid branch name",
-                       "pass --branch a name git accepts, e.g. overlay/v0.5.1")
     return Preflight(target, branch, exists, dirty, moved)
 
 

@@ -21,6 +21,7 @@ The locks are ``flock`` locks, released by the kernel when a process dies, so
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 import git as gitpython
 from filelock import FileLock
 
+from . import output
 from .errors import BadInput
 from .gitutil import Git, clear_stale_lock
 from .userconfig import HINT as UPSTREAM_HINT
@@ -41,6 +43,10 @@ OFFLINE_MISS = ("run without --offline to fetch it; if the upstream is out of re
                 + UPSTREAM_HINT)
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
+VERIFIED = "overlay-verified.json"
+# what git says when the objects it has are damaged (not a network problem)
+CORRUPT = re.compile(r"corrupt|inflate:|bad object|unable to read [0-9a-f]{40}|"
+                     r"missing (blob|tree|commit) [0-9a-f]{40}")
 
 
 def default_cache_dir() -> Path:
@@ -132,22 +138,93 @@ class Mirror:
         self.lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
         self.git = Git(self.path) if self.path.exists() else None
 
-    def ensure(self) -> None:
-        if (self.path / "HEAD").exists():
+    def exists(self) -> bool:
+        return (self.path / "HEAD").exists()
+
+    def ensure(self) -> bool:
+        """Create the mirror if missing (True if this call made it); a mirror
+        with a corrupt pack is replaced by a fresh one, fetched again on demand."""
+        if self.exists() and self._verified():
             self.git = self.git or Git(self.path)
-            return
+            return False
         with self.lock:
-            if (self.path / "HEAD").exists():
-                self.git = Git(self.path)
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
-            g = Git(tmp)
-            g.run("init", "--quiet", "--bare", str(tmp))
-            g.run("config", "remote.origin.url", self.url)
-            g.run("config", "gc.auto", "0")
-            os.rename(tmp, self.path)
-            self.git = Git(self.path)
+            if self.exists():
+                if self._verified():
+                    self.git = Git(self.path)
+                    return False
+                self._discard_corrupt()
+            self._create()
+            return True
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.path.parent))
+        g = Git(tmp)
+        g.run("init", "--quiet", "--bare", str(tmp))
+        g.run("config", "remote.origin.url", self.url)
+        g.run("config", "gc.auto", "0")
+        os.rename(tmp, self.path)
+        self.git = Git(self.path)
+        self._mark_verified(self._packs())
+
+    # --- integrity -----------------------------------------------------------
+    # Packs this tool fetched were checked by git while they arrived; they are
+    # recorded (name, size, mtime) in VERIFIED. A pack that is not recorded, or
+    # changed since, is checked with `git verify-pack` once before it is used.
+
+    def _packs(self) -> dict[str, list[int]]:
+        out = {}
+        # git writes a pack's .idx last: a pack without one is still arriving
+        for idx in sorted((self.path / "objects" / "pack").glob("*.idx")):
+            p = idx.with_suffix(".pack")
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            out[p.name] = [st.st_size, st.st_mtime_ns]
+        return out
+
+    def _known(self) -> dict:
+        try:
+            data = json.loads((self.path / VERIFIED).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _mark_verified(self, packs: dict) -> None:
+        marker = self.path / VERIFIED
+        tmp = marker.with_name(f"{VERIFIED}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(packs, sort_keys=True))
+        os.replace(tmp, marker)
+
+    def _verified(self) -> bool:
+        packs = self._packs()
+        known = self._known()
+        new = [name for name, st in packs.items() if known.get(name) != st]
+        if not new:
+            return True
+        g = Git(self.path)
+        for name in new:
+            idx = self.path / "objects" / "pack" / name.replace(".pack", ".idx")
+            if not g.result("verify-pack", str(idx)).ok:
+                return False
+        self._mark_verified(packs)
+        return True
+
+    def _discard_corrupt(self) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
+        os.rename(self.path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        output.warn(f"overlay: the cache's mirror {self.path} had a corrupt pack; it was "
+                    "removed and what is needed is fetched again")
+
+    def discard_if_empty(self) -> None:
+        """Remove a mirror this run created when the ref it was made for failed."""
+        with self.lock:
+            if self.exists() and not self._packs() and not any(
+                    (self.path / "objects").glob("[0-9a-f][0-9a-f]")):
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.git = None
 
     def has_commit(self, sha: str) -> bool:
         return self.git is not None and self.git.result(
@@ -200,6 +277,10 @@ class Mirror:
                     if attempt < 2 and clear_stale_lock(exc.stderr or ""):
                         continue  # a killed fetch left its lock behind
                     stderr = (exc.stderr or "").strip().replace("\n", " ")
+                    if CORRUPT.search(stderr):
+                        raise BadInput(f"the cache's mirror {self.path} is corrupt: {stderr}",
+                                       f"remove it (rm -rf {self.path}) and run the command "
+                                       "again; what is needed is fetched anew") from None
                     raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
                                    "check that the ref exists upstream and the network "
                                    f"works, or {UPSTREAM_HINT}")
@@ -228,7 +309,6 @@ class Mirror:
 
     def resolve_many(self, refs: list[str], offline: bool = False) -> list[Resolved]:
         """Resolve several refs, fetching every missing one in a single fetch."""
-        self.ensure()
         if offline:
             return [self.resolve(r, offline=True) for r in refs]
         out: dict[str, Resolved] = {}
@@ -243,6 +323,16 @@ class Mirror:
                     f"list the tags with `git ls-remote --tags {self.url}`",
                 )
             out[ref] = remote
+        created = self.ensure()  # only once every ref is known to exist
+        try:
+            self._fetch_missing(out)
+        except BadInput:
+            if created:
+                self.discard_if_empty()
+            raise
+        return [out[r] for r in refs]
+
+    def _fetch_missing(self, out: dict[str, Resolved]) -> None:
         with self.lock:
             specs = sorted({
                 f"+{r.refname}:{self._local_name(r.refname)}" if r.refname else r.commit
@@ -254,32 +344,47 @@ class Mirror:
             if not self.has_commit(r.commit):
                 raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "
                                f"{r.commit}", "check the upstream repository")
-        return [out[r] for r in refs]
 
     def _fetch_specs(self, specs: list[str], label: str) -> None:
         progress = _Progress(label) if sys.stderr.isatty() else None
+        before = self._packs()
         try:
             self._fetch(specs, progress)
         finally:
             if progress:
                 progress.done()
+        # git checked every object of the new packs as they arrived
+        known = self._known()
+        known.update({n: st for n, st in self._packs().items() if n not in before})
+        self._mark_verified(known)
 
     def resolve(self, ref: str, offline: bool = False) -> Resolved:
-        """The commit ref names upstream, fetched (depth 1) if the mirror lacks it."""
-        self.ensure()
+        """The commit ref names upstream, fetched (depth 1) if the mirror lacks it.
+
+        Nothing is created in the cache until the ref is known to exist."""
+        if offline and not self.exists():
+            raise BadInput(f"ref '{ref}' is not in the cache ({self.path} does not exist)",
+                           OFFLINE_MISS)
         if SHA_RE.match(ref):
+            created = self.ensure()
             if not self.has_commit(ref):
                 if offline:
                     raise BadInput(f"commit {ref} is not in the cache",
                                    OFFLINE_MISS)
-                with self.lock:
+                try:
+                    with self.lock:
+                        if not self.has_commit(ref):
+                            self.fetch(ref, None, f"fetching {ref[:12]}")
                     if not self.has_commit(ref):
-                        self.fetch(ref, None, f"fetching {ref[:12]}")
-                if not self.has_commit(ref):
-                    raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
-                                   "pass a tag, a branch or a commit that exists upstream")
+                        raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
+                                       "pass a tag, a branch or a commit that exists upstream")
+                except BadInput:
+                    if created:
+                        self.discard_if_empty()
+                    raise
             return Resolved(ref, ref, None)
         if offline:
+            self.ensure()
             for name in (f"refs/tags/{ref}", f"refs/overlay/heads/{ref}"):
                 sha = self.git.rev(f"{name}^{{commit}}")
                 if sha:
@@ -293,6 +398,7 @@ class Mirror:
                 f"name a tag, branch or commit that exists there (`git ls-remote --tags "
                 f"{self.url}` lists the tags)",
             )
+        self.ensure()
         if not self.has_commit(remote.commit):
             with self.lock:
                 if not self.has_commit(remote.commit):
@@ -421,6 +527,8 @@ class Workspace:
 
     def worktrees(self) -> dict[Path, dict[str, str]]:
         """Registered worktrees: path -> {'HEAD': sha, 'branch': ref, ...}."""
+        if not (self.path / "HEAD").exists():
+            return {}  # not created yet: no worktrees
         out = self.git.run("worktree", "list", "--porcelain")
         trees: dict[Path, dict[str, str]] = {}
         current: dict[str, str] | None = None

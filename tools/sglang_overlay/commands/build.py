@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 from packaging.utils import canonicalize_name
 
-from .. import report, wheels
+from .. import paths, report, wheels
 from ..engine import progress
 from ..errors import BadInput, Findings
 from ..versions import same_version
@@ -42,6 +42,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
 
     manifest, session = open_overlay(opts, upstream, offline)
     out_dir = opts.path(out) if out else manifest.root / "dist"
+    paths.check_writable(out_dir, "--out")  # before the build, not after it
     ref = sglang_ref or manifest.ref
     progress(f"applying the overlay on {ref or '(no ref)'} ...")
     build = session.build_ref(ref)

@@ -32,14 +32,14 @@ CAPTURE_REF = "refs/overlay-capture/fork"
 
 def run(opts, source, base, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
-    ws = session.workspace
-    ws.ensure()
-    g = ws.git
     base_ref = base or manifest.ref
     if not base_ref:
         raise BadInput("no --base given and the manifest pins no ref",
                        "pass --base REF (the upstream release the fork started from)")
-    base = session.resolve(base_ref)
+    base = session.resolve(base_ref)  # before the workspace: an unknown ref leaves nothing
+    ws = session.workspace
+    ws.ensure()
+    g = ws.git
     upstream_tip = base.commit
     fork, label, merge_base = _fork_commit(session, source, base, opts)
     if merge_base is None:

@@ -20,10 +20,11 @@ import time
 
 import click
 
-from .. import journal, output, report, wheels
+from .. import output, report, wheels
 from ..errors import BadInput
 from ..interpreters import interpreter
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 
 
 GPU_EXTRAS = ("srt",)  # upstream's extra with torch and the kernels, where it has one
@@ -40,8 +41,7 @@ def run(opts, python, no_deps, wheel, as_json, gpu_deps: bool = False) -> int:
             raise BadInput(f"{wheel}: not a wheel (the name does not end in .whl)",
                            "pass the .whl file `overlay build` printed")
     else:
-        root = find_root(opts.directory)
-        journal.recover(root)  # like every verb: finish a change an interrupted run left
+        root = open_root(opts)  # checked, and an interrupted change finished
         manifest = load(root)
         dist = manifest.root / "dist"
         found = wheels.find_built(manifest, dist)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from .. import export, journal, report, state, target, workflow
+from .. import export, journal, paths, report, state, target, workflow
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
@@ -44,7 +44,10 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
             raise BadInput("there is no apply or upgrade stopped on a conflict",
                            "run `overlay apply` or `overlay upgrade` first")
         manifest, session = open_overlay(opts, pending["upstream"])
-        session.patch_overrides = {k: Path(v) for k, v in pending.get("overrides", {}).items()}
+        # resolved patches are read only from where --continue puts them
+        resolved = manifest.root / state.STATE_DIR / workflow.RESOLVED_DIR
+        session.patch_overrides = {k: paths.confine(Path(v), resolved, "a resolved patch")
+                                   for k, v in pending.get("overrides", {}).items()}
         if abort:
             saved = workflow.drop_resolution(session, pending)
             if as_json:

@@ -39,7 +39,8 @@ from .. import report, shards, suite as suite_mod, target
 from ..engine import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 
 STANDIN_ENV = "SGLANG_OVERLAY_STANDIN_SUITE"
 REPORTS_DIR = "reports"
@@ -53,7 +54,7 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         raise BadInput(f"unexpected argument {report_dirs[0]}",
                        "pass --merge-reports DIR... to merge shard reports")
     shard_of = shards.parse(shard) if shard else None
-    root = find_root(opts.directory)
+    root = open_root(opts)  # checked, and an interrupted change finished
     if merge_reports:
         if shard or dry_run or models:
             raise BadInput("--merge-reports runs nothing: it takes no --shard, --dry-run "

@@ -35,10 +35,11 @@ from pathlib import Path
 
 import click
 
-from .. import journal, report, wheels
+from .. import report, wheels
 from ..errors import FINDINGS, OK, BadInput, Findings
 from ..interpreters import interpreter
-from ..manifest import find_root, load
+from ..manifest import load
+from . import open_root
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
 MARKER = "@@overlay-verify@@"
@@ -144,8 +145,7 @@ VERIFY_OK = {"ok", "needs-gpu", "skipped"}
 
 def run(opts, python, as_json) -> int:
     py = interpreter(python, opts.directory)
-    root = find_root(opts.directory)
-    journal.recover(root)  # like every verb: finish a change an interrupted run left
+    root = open_root(opts)  # checked, and an interrupted change finished
     manifest = load(root)
     rebuild = f"overlay build && overlay install --python {py}"
     checks: list[Check] = []
