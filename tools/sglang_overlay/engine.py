@@ -347,6 +347,3 @@ class Session:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
         check_exported_links(dest, commit)
-
-
-progress = output.progress  # for the verbs that import it from here

@@ -27,8 +27,8 @@ import click
 from packaging.utils import canonicalize_name
 
 from .. import paths, report, wheels
-from ..engine import progress
 from ..errors import BadInput, Findings
+from ..output import progress
 from ..versions import same_version
 from . import open_overlay
 

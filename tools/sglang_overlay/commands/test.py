@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 
 from .. import report, shards, suite as suite_mod, target
-from ..engine import progress
+from ..output import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
 from ..manifest import load
