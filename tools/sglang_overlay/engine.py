@@ -9,7 +9,6 @@ never checks anything out and never touches the user's files.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import git as gitpython
 
 from . import manifest as manifest_mod
-from . import patchfile, userconfig
+from . import output, patchfile, userconfig
 from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
@@ -31,7 +30,7 @@ from .units import (
     Stage,
     apply_unit,
 )
-from .upstream import Cache, Resolved, normalize_url
+from .upstream import Cache, Resolved, is_url, normalize_url
 
 TRAILER_UNIT = "Overlay-Unit"
 TRAILER_KIND = "Overlay-Kind"
@@ -140,7 +139,7 @@ class Session:
                                  base=self.upstream_choice.base or Path.cwd(),
                                  must_exist=not offline)
         manifest_url = manifest.upstream_url
-        if not manifest_url.startswith(("http://", "https://", "git@", "ssh://", "file://", "git://")):
+        if not is_url(manifest_url):
             manifest_url = normalize_url(manifest_url, base=manifest.root, must_exist=not offline)
         self.manifest_url = manifest_url
         self.is_manifest_upstream = self.url == manifest_url
@@ -162,8 +161,17 @@ class Session:
 
     def resolve_pinned(self, ref: str, update_lock: bool = False) -> tuple[Resolved, LockReport]:
         """Resolve ref; for the pinned ref on the manifest's upstream, honour the lock."""
+        return self.honour_lock(self.resolve(ref), update_lock)
+
+    def honour_lock(self, remote: Resolved,
+                    update_lock: bool = False) -> tuple[Resolved, LockReport]:
+        """The commit to build for a resolved ref: the locked one for the pinned ref.
+
+        A pinned tag that moved upstream is built on its locked commit, with a
+        loud "LOCK MISMATCH" report; --update-lock (update_lock) moves the lock.
+        """
         m = self.manifest
-        remote = self.resolve(ref)
+        ref = remote.ref
         if ref != m.ref:
             return remote, LockReport("not-checked", m.commit, remote.commit, "not the pinned ref")
         if not self.is_manifest_upstream and not update_lock:
@@ -318,13 +326,10 @@ class Session:
 
         Raises Findings when a unit conflicts, naming the units.
         """
-        ref = ref or self.manifest.ref
-        if not ref:
-            raise BadInput(f"{manifest_mod.MANIFEST_NAME}: upstream.ref: missing and no "
-                           "--sglang-ref given", 'pin one with ref = "v0.5.1" under [upstream]')
+        ref = self.manifest.ref_or(ref)
         base, lock = self.resolve_pinned(ref)
         if lock.status in ("mismatch", "different-history"):
-            sys.stderr.write(lock.message + "\n")
+            output.warn(lock.message)
         build = self.build(base)
         if not build.ok:
             names = ", ".join(r.unit.name for r in build.conflicts)
@@ -342,10 +347,3 @@ class Session:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
         check_exported_links(dest, commit)
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr, only for people at a terminal."""
-    if sys.stderr.isatty():
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()

@@ -131,6 +131,14 @@ class Manifest:
     def active_units(self) -> list[Unit]:
         return [u for u in self.units if not u.retired]
 
+    def ref_or(self, given: str | None, option: str = "--sglang-ref") -> str:
+        """The ref given on the command line, else the pinned one; bad input if neither."""
+        ref = given or self.ref
+        if not ref:
+            raise BadInput(f"{self.path}: upstream.ref: missing and no {option} given",
+                           f'pin a ref with ref = "v0.5.1" under [upstream], or pass {option}')
+        return ref
+
     def unit(self, name: str) -> Unit:
         for u in self.units:
             if u.name == name:

@@ -67,10 +67,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def note(message: str, err: bool = True) -> None:
-    click.echo(message, err=err)
-
-
 def unit_rows(results) -> list[list[str]]:
     rows = []
     for r in results:

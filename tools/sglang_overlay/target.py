@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from . import output, paths
 from .errors import BadInput
 from .gitutil import Git, identity_env
 from .upstream import Workspace
@@ -119,7 +118,7 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                     f"{target} is a worktree whose git data was in a cache that is gone",
                     "move it away, or re-run with --force (it is moved aside, not deleted)")
             aside = set_aside(target)
-            print(f"overlay: moved the orphaned worktree {target} to {aside}", file=sys.stderr)
+            output.warn(f"overlay: moved the orphaned worktree {target} to {aside}")
             exists = False
     if exists:
         dirty = is_dirty(target)

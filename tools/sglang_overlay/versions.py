@@ -1,10 +1,19 @@
-"""Ordering upstream tags like releases (v0.5.1 < v0.5.1.post1 < v0.5.2rc0 < v0.5.2)."""
+"""Comparing versions: upstream tags ordered like releases (v0.5.1 < v0.5.1.post1 <
+v0.5.2rc0 < v0.5.2), and version strings equal as PEP 440 versions."""
 
 from __future__ import annotations
 
 import re
 
 from packaging.version import InvalidVersion, Version
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether a and b name the same version (PEP 440: 0.5.1 == 0.5.1.0); else as text."""
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
 
 
 def version_key(tag: str) -> tuple:

@@ -81,20 +81,13 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     refs = _refs(session, sglang_refs, tags)
     resolved = session.mirror.resolve_many(refs, offline=offline)
     lock_notes = []
-    m = manifest
     for i, r in enumerate(resolved):
         # the pinned ref is checked on its locked commit, as apply builds it
-        # (also on a mirror with GitHub's history, which has that commit)
-        if r.ref != m.ref or not m.commit or r.commit == m.commit:
-            continue
-        if session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
-            lock_notes.append(f"LOCK MISMATCH: {r.ref} now resolves to {r.commit} upstream; "
-                              f"checked the locked {m.commit} (see `overlay apply --update-lock`)")
-            resolved[i] = Resolved(r.ref, m.commit, r.refname)
-        elif not session.is_manifest_upstream:
-            lock_notes.append(f"DIFFERENT HISTORY: {session.url} does not have the locked "
-                              f"{m.commit}; checked its {r.ref} ({r.commit}), the lock is not "
-                              "checked")
+        if not manifest.commit:
+            break  # nothing locked (check never writes the lock)
+        resolved[i], lock = session.honour_lock(r)
+        if lock.status in ("mismatch", "different-history"):
+            lock_notes.append(lock.message)
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
     jobs = jobs or os.cpu_count() or 1

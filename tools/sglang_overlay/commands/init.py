@@ -10,7 +10,7 @@ from .. import github_ci, report, userconfig
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, load, with_lock
-from ..upstream import Cache, normalize_url
+from ..upstream import Cache, is_url, normalize_url
 
 MANIFEST_HEADER = """\
 # sglang-overlay manifest: the upstream, its pinned ref and lock, and the
@@ -49,7 +49,7 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     # the user's setting says ($SGLANG_OVERLAY_UPSTREAM, a [mirrors] entry).
     if upstream:
         url = normalize_url(upstream, base=opts.directory)
-        stored = upstream if "://" in upstream or "@" in upstream else url[len("file://"):]
+        stored = upstream if is_url(upstream) else url[len("file://"):]
         choice = userconfig.Choice(url, "--upstream", None)
     else:
         stored = userconfig.GITHUB_URL

@@ -44,10 +44,11 @@ from .. import manifest as manifest_mod
 from .. import modeldocs, prbody, report
 from ..errors import OK, BadInput, Findings
 from ..formatters import PRE_COMMIT_CONFIG, ToolEnv, parse_pins
-from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git
+from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
+from ..upstream import is_url
 from . import open_overlay
 
 BRANCH_PREFIX = "pr/"
@@ -77,10 +78,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
     branch = BRANCH_PREFIX + unit.name
     push_url = resolve_remote(root, push, offline, opts.directory) if push else None
     out_dir = opts.path(out) if out else root / "pr" / unit.name
-    ref = base or manifest.ref
-    if not ref:
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --base given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --base')
+    ref = manifest.ref_or(base, "--base")
 
     resolved, _lock = session.resolve_pinned(ref)
     build = session.build(resolved, units=units)
@@ -202,7 +200,7 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
     url = configured.out.strip() if configured.ok and configured.out.strip() else None
     local = False
     if url is None:
-        if re.match(r"^[a-z][a-z0-9+.-]*://", remote) or re.match(r"^[\w.-]+@[\w.-]+:", remote):
+        if is_url(remote):
             url = remote
         else:
             path = Path(remote).expanduser()
@@ -213,7 +211,7 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
                                "repository", f"add it with `git -C {root} remote add <name> "
                                "<url>`, or pass the URL of your fork")
             url, local = str(path.resolve()), True
-    elif not re.match(r"^[a-z][a-z0-9+.-]*://", url) and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+    elif not is_url(url):
         path = Path(url).expanduser()
         url, local = str(path if path.is_absolute() else (root / path).resolve()), True
     local = local or url.startswith("file://")
@@ -268,13 +266,6 @@ def _author(root: Path) -> tuple[str, str]:
     return IDENTITY_NAME, IDENTITY_EMAIL
 
 
-def _env(author: tuple[str, str], date: int) -> dict[str, str]:
-    stamp = f"{date} +0000"
-    return {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-            "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_NAME": author[0],
-            "GIT_COMMITTER_EMAIL": author[1], "GIT_COMMITTER_DATE": stamp}
-
-
 def subject(unit: Unit) -> str:
     """A short imperative subject in upstream's style, from the unit's summary."""
     text = unit.summary.strip().rstrip(".") or unit.name
@@ -323,7 +314,7 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
     """One commit per unit on base, in a temporary worktree; the branch head last."""
     ws = session.workspace
     series = Series()
-    env = _env(author, date)
+    env = identity_env(date, author)
     with tempfile.TemporaryDirectory(prefix="overlay-pr-") as tmp:
         wt = Path(tmp) / "checkout"
         with ws.lock:

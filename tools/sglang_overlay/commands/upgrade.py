@@ -31,7 +31,7 @@ import click
 from .. import export, journal, pinback, releases, report, state, target, workflow
 from ..changelog import add_line
 from ..engine import Session
-from ..errors import FINDINGS, OK, BadInput
+from ..errors import FINDINGS, OK
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from ..units import Stage
@@ -42,14 +42,7 @@ from . import open_overlay
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
-    pending = state.load(manifest.root)
-    if pending:
-        raise BadInput(
-            f"an unfinished {pending['operation']} stopped on a conflict in unit "
-            f"'{pending['unit']}' (resolution worktree {pending['resolution']})",
-            "finish it with `overlay refresh --continue` or drop it with "
-            "`overlay refresh --abort`",
-        )
+    workflow.refuse_unfinished(state.load(manifest.root))
     if to_ref == manifest.ref:
         message = f"already pinned at {to_ref}; nothing to do"
         if as_json:
