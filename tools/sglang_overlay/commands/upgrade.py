@@ -31,7 +31,7 @@ import click
 from .. import export, journal, pinback, releases, report, state, target, workflow
 from ..changelog import add_line
 from ..engine import Session
-from ..errors import FINDINGS, OK
+from ..errors import FINDINGS, OK, BadInput
 from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from ..units import Stage
