@@ -140,7 +140,7 @@ def copy_repo_overlay(dest: Path, upstream: Path | None = None, commit: bool = T
     import shutil
 
     dest.mkdir(parents=True)
-    for name in ("overlay.toml", "overlay", "patches"):
+    for name in ("overlay.toml", "overlay", "patches", "variants"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     if upstream is not None:

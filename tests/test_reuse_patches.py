@@ -58,6 +58,7 @@ def sources(upstream, shared_cache, tmp_path_factory) -> dict:
     shutil.copy(REPO / "overlay.toml", root / "overlay.toml")
     shutil.copytree(REPO / "overlay", root / "overlay")
     shutil.copytree(REPO / "patches", root / "patches")
+    shutil.copytree(REPO / "variants", root / "variants")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "copy of the repository's overlay")

@@ -26,7 +26,14 @@ from .. import export, journal, report, state, target, workflow
 from ..changelog import add_line
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
-from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
+from ..manifest import (
+    MANIFEST_NAME,
+    load,
+    unreachable_variants,
+    with_lock,
+    with_unit_keys,
+    with_variants_dropped,
+)
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from . import open_overlay
 
@@ -81,6 +88,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     text = (root / MANIFEST_NAME).read_text()
     actions: dict[str, str] = {}
     regenerated = []
+    dropped_variants: list[str] = []
     statuses = {r.unit.name: r.status for r in first.results}
     for r in build.results:
         u = next(x for x in m.units if x.name == r.unit.name)
@@ -89,31 +97,37 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             continue
         if u.name in retire:
             text = with_unit_keys(text, u.name, applied_upstream=to_ref)
-            if u.kind == "files":
-                for rel in m.unit_files(u):
-                    tx.delete(f"overlay/{rel}")
-            elif u.kind == "patch":
-                tx.delete(u.patch)
+            for c in m.all_contents(u):
+                if c.kind == "files":
+                    for rel in m.unit_files(c):
+                        tx.delete(f"{c.files_root}/{rel}")
+                elif c.kind == "patch":
+                    tx.delete(c.patch)
             actions[u.name] = f"retired ({retire[u.name]})"
             continue
+        text, note = _drop_variants(m, u, to_ref, text, tx)
+        if note:
+            dropped_variants.append(f"`{u.name}` {note}")
         if u.kind == "patch":
-            current = session.patch_file(u).read_bytes()
+            v = r.unit  # the variant the build used on REF
+            current = session.patch_file(v).read_bytes()
             g = session.workspace.git
             fresh = export.with_new_diff(current, export.diff(g, r.parent, r.commit or r.parent), g)
-            if fresh != (root / u.patch).read_bytes():
-                tx.write(u.patch, fresh)
+            if fresh != (root / v.patch).read_bytes():
+                tx.write(v.patch, fresh)
                 regenerated.append(u.name)
-                actions[u.name] = f"regenerated ({_why(r)})"
+                actions[u.name] = f"regenerated ({_why(r)})" + (f"; {note}" if note else "")
                 continue
-        actions[u.name] = "kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else \
-            "kept (upstream provides it; pass --yes to retire)"
+        actions[u.name] = ("kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else
+                           "kept (upstream provides it; pass --yes to retire)") + \
+            (f"; {note}" if note else "")
     retired = list(retire)
     lock_commit = base.commit if session.is_manifest_upstream else None
     text = with_lock(text, to_ref, lock_commit) if lock_commit else _pin_only(text, to_ref)
     tx.write(MANIFEST_NAME, text.encode())
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
-        _changelog_line(from_ref, to_ref, retired, regenerated)).encode())
+        _changelog_line(from_ref, to_ref, retired, regenerated, dropped_variants)).encode())
     changed = tx.commit()
 
     # the overlay is upgraded; now show it applied on REF
@@ -193,7 +207,33 @@ def _pin_only(text: str, ref: str) -> str:
     return tomlkit.dumps(doc)
 
 
-def _changelog_line(from_ref, to_ref, retired, regenerated) -> str:
+def _drop_variants(m, u, to_ref: str, text: str, tx) -> tuple[str, str]:
+    """Drop the variants of u no release from to_ref on chooses (their files too);
+    the new manifest text and what happened, for the action column."""
+    dropped, promoted = unreachable_variants(u, to_ref)
+    if not dropped and promoted is None:
+        return text, ""
+    by_from = {c.variant: c for c in m.all_contents(u) if c.variant}
+    for v in dropped:
+        c = by_from[v.from_ref]
+        if c.kind == "patch":
+            tx.delete(c.patch)
+        else:
+            for rel in m.unit_files(c):
+                tx.delete(f"{c.files_root}/{rel}")
+    parts = []
+    if dropped:
+        parts.append("dropped variant" + ("s" if len(dropped) > 1 else "") + " from "
+                     + ", ".join(v.from_ref for v in dropped))
+    if promoted is not None:
+        tx.delete(u.patch)
+        parts.append(f"variant from {promoted.from_ref} is now its patch")
+    text = with_variants_dropped(text, u.name, [v.from_ref for v in dropped],
+                                 promoted.from_ref if promoted else None)
+    return text, "; ".join(parts)
+
+
+def _changelog_line(from_ref, to_ref, retired, regenerated, dropped=()) -> str:
     line = f"Upgraded SGLang from {from_ref} to {to_ref}"
     parts = []
     if retired:
@@ -201,4 +241,6 @@ def _changelog_line(from_ref, to_ref, retired, regenerated) -> str:
                      f" (applied upstream in {to_ref})")
     if regenerated:
         parts.append("regenerated " + ", ".join(f"`{n}`" for n in regenerated))
+    if dropped:
+        parts.append("; ".join(dropped))
     return line + (": " + "; ".join(parts) if parts else "") + "."
