@@ -66,7 +66,7 @@ IMPERATIVE = {
 }
 
 
-def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
+def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=False) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
     root = manifest.root
     unit = manifest.unit(unit_name)
@@ -89,10 +89,20 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
         raise Findings(f"the PR's units do not apply on {ref}: conflict in {names}",
                        f"run `overlay apply --sglang-ref {ref}` and resolve it first")
 
+    replaced = _replacements(session, build, resolved)
+    if replaced and not replace:
+        name, rep = next(iter(replaced.items()))
+        raise Findings(
+            f"upstream has {rep.what} since {rep.since}; unit '{name}' would replace it on "
+            f"{ref} ({rep.size})",
+            "pass --replace to prepare a PR that replaces upstream's implementation, or "
+            "retire the unit (`overlay upgrade` does)")
+
     ws = session.workspace
     author = _author(root)
     date = int(ws.git.run("show", "-s", "--format=%ct", resolved.commit))
-    series = _replay(session, manifest, build, units, resolved.commit, author, date, offline)
+    series = _replay(session, manifest, build, units, resolved.commit, author, date, offline,
+                     replaced)
     if unit.name not in series.committed:
         raise Findings(f"unit '{unit.name}' changes nothing on {ref}: upstream already has it",
                        f"record it with applied-upstream = \"{ref}\" in overlay.toml")
@@ -102,12 +112,13 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
     models = [m.hf_id for u in units for m in manifest.models_of(u) if m.hf_id]
     info = prbody.PRInfo(
         unit_name=unit.name,
-        motivation=_motivation(unit, units),
+        motivation=_motivation(unit, units, replaced),
         files=files,
         commits=[s for _, s in series.commits],
         formatting=series.formatting_note,
         models=list(dict.fromkeys(models)),
         extras=series.extras,
+        checked=_checked(files, series),
     )
     evidence = prbody.find_evidence(root, info.models)
     body = prbody.render(series.template, info, evidence)
@@ -144,6 +155,9 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
                      else "not-run"),
         "pushed": pushed,
         "forwarded": forwarded,
+        "replaces": {n: {"files": r.files, "since": r.since, "added": r.added,
+                         "removed": r.removed} for n, r in replaced.items()},
+        "checked": list(info.checked),
     }
     if as_json:
         report.emit_json(result, OK)
@@ -167,6 +181,96 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
         click.echo("not pushed (pass --push REMOTE to push the branch)")
     click.echo(f"forwarded: {forwarded[unit.name]}")
     return OK
+
+
+# --- what the PR replaces upstream already has ----------------------------------------
+
+
+@dataclass
+class Replacement:
+    files: list[str]
+    since: str  # the first release with the files, or the base when none is known
+    added: int
+    removed: int
+    upstream_lines: int
+
+    @property
+    def what(self) -> str:
+        return "its own " + ", ".join(self.files)
+
+    @property
+    def size(self) -> str:
+        return f"+{self.added} -{self.removed}"
+
+
+def _replacements(session, build, base) -> dict[str, Replacement]:
+    """Units whose files the base already has (upstream-provides): what they replace."""
+    out = {}
+    git = session.workspace.git
+    for r in build.results:
+        if r.status != UPSTREAM_PROVIDES or r.commit is None:
+            continue
+        added = removed = lines = 0
+        for line in git.run("diff", "--numstat", "--no-renames", r.parent, r.commit, "--",
+                            *r.files).splitlines():
+            a, d, _path = line.split("\t", 2)
+            added += int(a) if a != "-" else 0
+            removed += int(d) if d != "-" else 0
+        for f in r.files:
+            lines += len(git.object_bytes(git.run("rev-parse", f"{r.parent}:{f}"))
+                         .splitlines())
+        out[r.unit.name] = Replacement(list(r.files), _since(session, r.files[0], base),
+                                       added, removed, lines)
+    return out
+
+
+def _since(session, path: str, base) -> str:
+    """The first release tag (up to base) that has path: a binary search over the
+    release tags after the pin, fetching only the tags it probes."""
+    from ..versions import is_release, version_key
+
+    pin = session.manifest.ref
+    try:
+        tags = session.mirror.list_tags()
+    except BadInput:
+        return base.ref
+    top = version_key(base.ref) if is_release(base.ref) else None
+    cands = sorted((t for t in tags if is_release(t) and (top is None or version_key(t) <= top)
+                    and not (pin and is_release(pin) and version_key(t) <= version_key(pin))),
+                   key=version_key)
+    git = session.mirror.git
+
+    def has(tag: str) -> bool:
+        sha = tags[tag]
+        if not session.mirror.ensure_commit(sha, f"fetching {tag}"):
+            return False
+        return git.result("cat-file", "-e", f"{sha}:{path}").ok
+
+    lo, hi, found = 0, len(cands) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if has(cands[mid]):
+            found, hi = cands[mid], mid - 1
+        else:
+            lo = mid + 1
+    return found or base.ref
+
+
+def _checked(files: list[prbody.FileChange], series: "Series") -> tuple[str, ...]:
+    """The checklist items the PR does: tests, docs, formatting."""
+    out = []
+    if series.formatters:
+        out.append(prbody.CHECK_FORMAT)
+    if any(_is_test(f.path) for f in files):
+        out.append(prbody.CHECK_TESTS)
+    if any(f.path.startswith("docs/") for f in files):
+        out.append(prbody.CHECK_DOCS)
+    return tuple(out)
+
+
+def _is_test(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return path.startswith("test/") or "/test/" in path or name.startswith("test_")
 
 
 # --- which units -------------------------------------------------------------------
@@ -286,16 +390,47 @@ def subject(unit: Unit) -> str:
     return "Add " + text
 
 
-def _body(unit: Unit) -> str:
-    """The description without its first line (the summary), or the summary alone."""
-    lines = unit.description.strip().splitlines()
-    return "\n".join(lines[1:]).strip() or unit.summary
+# DEP-3 patch-header fields: the overlay's bookkeeping, never upstream's commits.
+DEP3 = re.compile(r"^(Description|Subject|Origin|Bug(-[A-Za-z]+)?|Forwarded|Author|From|"
+                  r"Reviewed-by|Acked-by|Last-Update|Applied-Upstream):\s", re.I)
 
 
-def message(unit: Unit, extra: str) -> str:
-    lines = unit.description.strip().splitlines()
+def _description(unit: Unit) -> list[str]:
+    """The unit's description as upstream reads it: its lines, DEP-3 fields out."""
+    return [ln for ln in unit.description.strip().splitlines() if not DEP3.match(ln)]
+
+
+def _body(unit: Unit, rep: "Replacement | None" = None) -> str:
+    """The whole description but its first line (the summary), or the summary alone;
+    for a replacement, first what it replaces."""
+    lines = _description(unit)
+    body = "\n".join(lines[1:]).strip() or unit.summary
+    return (replacing_text(rep) + "\n\n" + body) if rep else body
+
+
+def replacing_text(rep: "Replacement") -> str:
+    files = ", ".join(rep.files)
+    return textwrap.fill(
+        f"This replaces upstream's {files} ({rep.upstream_lines} lines, in SGLang since "
+        f"{rep.since}) with the implementation described below ({rep.size}).",
+        width=72, break_long_words=False, break_on_hyphens=False)
+
+
+def replace_subject(unit: Unit, rep: "Replacement") -> str:
+    text = subject(unit)
+    first, _, rest = text.partition(" ")
+    if first == "Add":
+        text = rest
+    name = rep.files[0].rsplit("/", 1)[-1]
+    return f"Replace {name} with {text[:1].lower() + text[1:] if text[1:2].islower() else text}"
+
+
+def message(unit: Unit, extra: str, rep: "Replacement | None" = None) -> str:
+    lines = _description(unit)
     body = "\n".join(lines[1:]).strip()
-    msg = subject(unit) + "\n"
+    if rep:
+        body = replacing_text(rep) + ("\n\n" + body if body else "")
+    msg = (replace_subject(unit, rep) if rep else subject(unit)) + "\n"
     if body:
         msg += "\n" + body + "\n"
     if extra:
@@ -304,8 +439,9 @@ def message(unit: Unit, extra: str) -> str:
     return msg
 
 
-def _motivation(unit: Unit, units: list[Unit]) -> str:
-    text = _body(unit)
+def _motivation(unit: Unit, units: list[Unit], replaced: dict | None = None) -> str:
+    replaced = replaced or {}
+    text = _body(unit, replaced.get(unit.name))
     others = [u for u in units if u.name != unit.name]
     if others:
         text += ("\n\nIt needs the following change, included in this pull request as "
@@ -313,12 +449,15 @@ def _motivation(unit: Unit, units: list[Unit]) -> str:
                  "\n\nIt needs the following changes, included in this pull request as "
                  "their own commits:")
         for u in others:
-            text += f"\n\n- **{subject(u)}**: " + " ".join(_body(u).split())
+            rep = replaced.get(u.name)
+            title = replace_subject(u, rep) if rep else subject(u)
+            text += f"\n\n- **{title}**: " + " ".join(_body(u, rep).split())
     return text
 
 
 def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
-            author: tuple[str, str], date: int, offline: bool) -> Series:
+            author: tuple[str, str], date: int, offline: bool,
+            replaced: dict | None = None) -> Series:
     """One commit per unit on base, in a temporary worktree; the branch head last."""
     ws = session.workspace
     series = Series()
@@ -340,7 +479,7 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                 if res.status == UPSTREAM_PROVIDES:
                     series.warnings.append(
                         f"unit '{res.unit.name}': upstream already has its files on this "
-                        f"base and the PR replaces them ({res.detail})")
+                        f"base and the PR replaces them (--replace; {res.detail})")
                 diff = ws.git.run_bytes("diff", "--binary", "--full-index", res.parent,
                                         res.commit)
                 r = g.result("apply", "--index", "--3way", "-", stdin=diff)
@@ -354,11 +493,11 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                                 "HEAD").splitlines()
                 py = [f for f in changed if f.endswith(".py")]
                 if tools is not None and py:
-                    series.formatted += tools.format(wt, py)
+                    series.formatted += tools.format(wt, py, _changed_lines(g, py))
                     g.run("add", "-A", ".")
                 if not g.run("diff", "--cached", "--name-only", "HEAD"):
                     continue
-                msg = message(res.unit, extra_msg)
+                msg = message(res.unit, extra_msg, (replaced or {}).get(res.unit.name))
                 g.run("commit", "--quiet", "--no-verify", "-F", "-", stdin=msg.encode(),
                       env=env)
                 series.commits.append((g.run("rev-parse", "HEAD"), msg.splitlines()[0]))
@@ -368,6 +507,22 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                 ws.remove_worktree(wt)
     series.formatted = list(dict.fromkeys(series.formatted))
     return series
+
+
+def _changed_lines(g: Git, paths: list[str]) -> dict[str, set[int]]:
+    """The lines of each staged file that differ from HEAD (all of a new file's)."""
+    out: dict[str, set[int]] = {p: set() for p in paths}
+    cur = None
+    for line in g.run("diff", "--cached", "-U0", "--no-renames", "HEAD", "--",
+                      *paths).splitlines():
+        if line.startswith("+++ "):
+            cur = line[6:] if line.startswith("+++ b/") else None
+            continue
+        m = re.match(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
+        if m and cur in out:
+            start, n = int(m.group(1)), int(m.group(2) or 1)
+            out[cur].update(range(start, start + n))
+    return out
 
 
 def _read(wt: Path, rel: str) -> str | None:
