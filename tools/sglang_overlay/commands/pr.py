@@ -61,7 +61,7 @@ IMPERATIVE = {
     "enable", "ensure", "expose", "extend", "fix", "handle", "implement", "improve",
     "introduce", "keep", "let", "make", "merge", "move", "optimize", "pass", "raise",
     "refactor", "register", "remove", "rename", "replace", "reset", "return", "reuse",
-    "revert", "run", "set", "simplify", "skip", "speed", "split", "support", "update",
+    "revert", "run", "set", "simplify", "skip", "speed", "split", "support", "test", "update",
     "use",
 }
 
