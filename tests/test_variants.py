@@ -199,3 +199,21 @@ def test_refresh_writes_back_into_the_variant_it_was_built_with(tmp_path, upstre
     assert PS_V0521 in out.json["written"]
     assert b'+            logger.info("Reusing the world group")' in (root / PS_V0521).read_bytes()
     assert (root / PS_PATCH).read_bytes() == base_patch  # the v0.5.1 patch is not touched
+
+
+def test_repository_overlay_is_clean_on_every_release(tmp_path, upstream, shared_cache):
+    """The one check over every release the tests build, the newest included."""
+    root = copy_repo_overlay(tmp_path / "ov", upstream)
+    r = overlay("-C", root, "check", "--tags", "v*", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    refs = [x["ref"] for x in r.json["refs"]]
+    assert refs[-1] == "v0.5.23" and len(refs) == 16
+    bad = {(u["name"], ref): c["status"] for u in r.json["units"]
+           for ref, c in u["cells"].items()
+           if c["status"] not in ("applied", "upstream-provides", "already-upstream")}
+    assert bad == {}
+    variants = {u["name"]: {ref: c["variant"] for ref, c in u["cells"].items()}
+                for u in r.json["units"]}
+    assert variants["parallel-state-reuse"]["v0.5.23"] == "v0.5.21"
+    assert variants["expert-location-reset"]["v0.5.18"] == "v0.5.18"
+    assert variants["reuse-distributed-test"]["v0.5.8"] == "v0.5.8"
