@@ -202,8 +202,10 @@ def test_commit_message_and_body_carry_the_whole_description(ov, upstream, share
     """The "Why" travels, in upstream's words; the overlay's bookkeeping does not."""
     # a DEP-3 field someone left in a description must not reach upstream
     text = (ov / "overlay.toml").read_text().replace(
-        'envs."""\npatch = "patches/parallel-state-reuse.patch"',
-        'envs.\n\nForwarded: no\nOrigin: vendor"""\npatch = "patches/parallel-state-reuse.patch"')
+        'nothing\nchanges."""\npatch = "patches/parallel-state-reuse.patch"',
+        'nothing\nchanges.\n\nForwarded: no\nOrigin: vendor"""\n'
+        'patch = "patches/parallel-state-reuse.patch"')
+    assert "Origin: vendor" in text
     (ov / "overlay.toml").write_text(text)
     git(ov, "commit", "-qam", "a DEP-3 field in a description")
     r = overlay("-C", ov, "pr", "--unit", "parallel-state-reuse", "--upstream", upstream,

@@ -359,7 +359,7 @@ class Series:
         changed = (f"; they changed {', '.join(f'`{f}`' for f in self.formatted)}"
                    if self.formatted else "; they changed nothing")
         return (f"Formatted with {tools}, as pinned in `{PRE_COMMIT_CONFIG}`, "
-                f"on the changed Python files{changed}.")
+                f"on the changed lines of the Python files{changed}.")
 
 
 def _author(root: Path) -> tuple[str, str]:
@@ -444,10 +444,9 @@ def _motivation(unit: Unit, units: list[Unit], replaced: dict | None = None) -> 
     text = _body(unit, replaced.get(unit.name))
     others = [u for u in units if u.name != unit.name]
     if others:
-        text += ("\n\nIt needs the following change, included in this pull request as "
-                 "its own commit:" if len(others) == 1 else
-                 "\n\nIt needs the following changes, included in this pull request as "
-                 "their own commits:")
+        text += ("\n\nThis pull request also includes, as a separate commit:"
+                 if len(others) == 1 else
+                 "\n\nThis pull request also includes, as separate commits:")
         for u in others:
             rep = replaced.get(u.name)
             title = replace_subject(u, rep) if rep else subject(u)
