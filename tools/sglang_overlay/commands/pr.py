@@ -1,14 +1,19 @@
 """`overlay pr`: an upstream-ready pull request for one unit.
 
 1. The unit and the units it `requires` (recursively, in manifest order) are
-   applied on the base (default: the pinned ref) with ``Session.build``.
+   applied on the base (default: the pinned ref) with ``Session.build``, each
+   as its variant for that base. A unit whose files the base already has
+   (upstream-provides) stops here with exit 1, naming since which release and
+   the replacement's size, unless --replace: then its subject and message say
+   it replaces upstream's implementation.
 2. Each is replayed in a temporary worktree as one commit in upstream's style
    (plain imperative subject, details in the body, no overlay trailers). A
    model unit (a files unit some [[model]] names) also gets the model's
    ``ModelCase`` in the generation suite and its row in
-   ``docs/supported_models/generative_models.md``. The changed .py files are
-   formatted with the black and isort versions the checkout pins in
-   ``.pre-commit-config.yaml`` (a cached tool environment).
+   ``docs/supported_models/generative_models.md``. The changed lines of the
+   .py files are formatted with the black and isort versions the checkout pins
+   in ``.pre-commit-config.yaml`` (a cached tool environment). Messages carry
+   the unit's whole description, without DEP-3 fields.
 3. Only then is anything written: the branch ``pr/<unit>`` in the overlay's
    workspace repository, ``git format-patch`` files and ``PR_BODY.md`` in the
    output directory (default ``<overlay>/pr/<unit>/``), the unit's
@@ -24,7 +29,8 @@ to ``<remote url>#pr/<unit>`` after --push, else ``prepared:pr/<unit>``. A
 value that neither ``overlay pr`` wrote nor is "no"/"not-needed" (the URL of
 the real pull request, once you record it) is kept.
 
-Exit codes: 0 ok, 1 the units conflict on the base or change nothing there,
+Exit codes: 0 ok, 1 the units conflict on the base, change nothing there, or
+upstream has the unit's files (without --replace),
 2 bad input (unknown unit, base, remote; formatter environment unavailable).
 """
 
