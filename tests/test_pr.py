@@ -466,3 +466,16 @@ def test_body_uses_only_gpu_runs_as_accuracy_evidence(tmp_path):
     assert "Not run" not in body.split("## Accuracy Tests")[1].split("## Other")[0]
     # a GPU run of other models only is no evidence for this one
     assert prbody.find_evidence(tmp_path, ["org/other"]).gpu is None
+
+
+def test_formatters_edits_are_kept_only_on_changed_lines():
+    from sglang_overlay.formatters import only_lines
+
+    before = b"x = [1,2]\ny = {'a':1}\nz = 3\n"
+    after = b"x = [1, 2]\ny = {\"a\": 1}\nz = 3\n"  # what black makes of the whole file
+    assert only_lines(before, after, {2}) == b"x = [1,2]\ny = {\"a\": 1}\nz = 3\n"
+    assert only_lines(before, after, set()) == before
+    assert only_lines(before, after, {1, 2, 3}) == after
+    # a line the formatter adds next to a changed line is kept; elsewhere it is not
+    assert only_lines(b"a\nb\n", b"a\n\nb\n", {2}) == b"a\n\nb\n"
+    assert only_lines(b"a\nb\nc\nd\n", b"a\n\nb\nc\nd\n", {4}) == b"a\nb\nc\nd\n"

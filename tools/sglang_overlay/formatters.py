@@ -160,6 +160,9 @@ def only_lines(before: bytes, after: bytes, lines: set[int]) -> bytes:
     new = after.decode("utf-8").splitlines(keepends=True)
     out: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if op == "replace" and i2 - i1 == j2 - j1:  # line for line: decide each one
+            out += [new[j1 + k] if i1 + k + 1 in lines else old[i1 + k] for k in range(i2 - i1)]
+            continue
         touched = any(n in lines for n in range(i1 + 1, i2 + 1)) or (
             i1 == i2 and (i1 in lines or i1 + 1 in lines))
         out += new[j1:j2] if op != "equal" and touched else old[i1:i2]
