@@ -237,7 +237,7 @@ def _since(session, path: str, base) -> str:
 
     pin = session.manifest.ref
     try:
-        tags = session.mirror.list_tags()
+        tags = _local_tags(session.mirror) if session.offline else session.mirror.list_tags()
     except BadInput:
         return base.ref
     top = version_key(base.ref) if is_release(base.ref) else None
@@ -260,6 +260,17 @@ def _since(session, path: str, base) -> str:
         else:
             lo = mid + 1
     return found or base.ref
+
+
+def _local_tags(mirror) -> dict[str, str]:
+    """The tags the mirror already has (--offline): name -> commit."""
+    out = mirror.git.run("for-each-ref", "--format=%(refname:strip=2) %(*objectname) "
+                         "%(objectname)", "refs/tags") if mirror.git else ""
+    tags = {}
+    for line in out.splitlines():
+        name, *shas = line.split()
+        tags[name] = shas[0]  # the peeled commit of an annotated tag comes first
+    return tags
 
 
 def _checked(files: list[prbody.FileChange], series: "Series") -> tuple[str, ...]:
