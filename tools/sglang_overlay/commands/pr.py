@@ -54,6 +54,7 @@ from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
+from ..versions import is_release, version_key
 from . import open_overlay
 
 BRANCH_PREFIX = "pr/"
@@ -233,8 +234,6 @@ def _replacements(session, build, base) -> dict[str, Replacement]:
 def _since(session, path: str, base) -> str:
     """The first release tag (up to base) that has path: a binary search over the
     release tags after the pin, fetching only the tags it probes."""
-    from ..versions import is_release, version_key
-
     pin = session.manifest.ref
     try:
         tags = _local_tags(session.mirror) if session.offline else session.mirror.list_tags()
