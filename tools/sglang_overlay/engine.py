@@ -31,10 +31,12 @@ from .units import (
     apply_unit,
 )
 from .upstream import Cache, Resolved, is_url, normalize_url
+from .versions import is_release
 
 TRAILER_UNIT = "Overlay-Unit"
 TRAILER_KIND = "Overlay-Kind"
 TRAILER_OVERLAY = "Overlay-Commit"
+TRAILER_VARIANT = "Overlay-Variant"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class UnitResult:
             "detail": self.detail,
             "hunks": self.hunks,
             "commit": self.commit,
+            "variant": self.unit.variant,
         }
 
 
@@ -102,7 +105,7 @@ def overlay_identity(root: Path) -> str:
 
     status = Git(root).run(
         "status", "--porcelain", "--", manifest_mod.MANIFEST_NAME,
-        manifest_mod.OVERLAY_DIR, "patches",
+        manifest_mod.OVERLAY_DIR, "patches", manifest_mod.VARIANTS_DIR,
     )
     return f"{sha} (dirty)" if status else sha
 
@@ -116,7 +119,8 @@ def commit_message(unit: Unit, overlay_commit: str) -> str:
     msg += (
         f"{TRAILER_UNIT}: {unit.name}\n"
         f"{TRAILER_KIND}: {unit.kind}\n"
-        f"{TRAILER_OVERLAY}: {overlay_commit}\n"
+        + (f"{TRAILER_VARIANT}: {unit.variant}\n" if unit.variant else "")
+        + f"{TRAILER_OVERLAY}: {overlay_commit}\n"
     )
     return msg
 
@@ -257,6 +261,25 @@ class Session:
             self._overlay_commit = overlay_identity(self.manifest.root)
         return self._overlay_commit
 
+    # --- variants -------------------------------------------------------------
+
+    def release_of(self, base: Resolved) -> str | None:
+        """The upstream release base is (its ref), or the newest one it contains."""
+        if is_release(base.ref):
+            return base.ref
+        git = self.mirror.git
+        if git is None:
+            return None
+        r = git.result("describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", base.commit)
+        tag = r.out.strip() if r.ok else ""
+        return tag if tag and is_release(tag) else None
+
+    def variant_for(self, unit: Unit, base: Resolved) -> Unit:
+        """unit with the content of its variant for base (see Manifest.variant_for)."""
+        if not unit.variants:
+            return unit
+        return self.manifest.variant_for(unit, self.release_of(base))
+
     # --- building -----------------------------------------------------------
 
     def _existed_at_pin(self, path: str, base: str) -> bool | None:
@@ -292,6 +315,7 @@ class Session:
         with tempfile.TemporaryDirectory(prefix="overlay-stage-") as tmp:
             stage = Stage(git, Path(tmp) / "index", base.commit)
             for unit in units:
+                unit = self.variant_for(unit, base)
                 if unit.retired:
                     results.append(UnitResult(unit, RETIRED, detail=f"applied upstream in {unit.applied_upstream}"))
                     continue

@@ -73,6 +73,8 @@ def unit_rows(results) -> list[list[str]]:
         detail = r.detail
         if r.hunks:
             detail = (detail + "; " if detail else "") + "hunks: " + ", ".join(r.hunks)
+        if r.unit.variant:
+            detail = f"variant from {r.unit.variant}" + (f"; {detail}" if detail else "")
         files = ", ".join(r.files) if r.files else ""
         rows.append([r.unit.name, r.unit.kind, r.status, files, detail])
     return rows

@@ -23,3 +23,8 @@ def version_key(tag: str) -> tuple:
     except InvalidVersion:
         parts = re.split(r"(\d+)", tag)
         return (1, Version("0"), tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts))
+
+
+def is_release(tag: str) -> bool:
+    """Whether tag names a release (v0.5.1, v0.5.10.post1, v0.5.2rc0), not a branch or sha."""
+    return version_key(tag)[0] == 0 and not re.fullmatch(r"[0-9a-f]{7,40}", tag)

@@ -40,7 +40,7 @@ def _check_one(root: str, cache_dir: str | None, url: str, offline: bool,
     for r in build.results:
         cell = {"status": r.status, "files": r.files, "detail": r.detail, "hunks": r.hunks,
                 # what the build said, before lint's verdict
-                "applied": r.status, "applied_detail": r.detail}
+                "applied": r.status, "applied_detail": r.detail, "variant": r.unit.variant}
         mine = [f for f in findings if f.unit == r.unit.name and f.severity == "error"]
         if mine and r.status not in (CONFLICT, RETIRED):
             cell.update(status=LINT_ERROR, detail="; ".join(f.text() for f in mine))
@@ -105,7 +105,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
               for col in columns for c in col["cells"].values())
     code = FINDINGS if bad else OK
     headers = ["UNIT", *[c["ref"] for c in columns]]
-    rows = [[u.name, *[col["cells"][u.name]["status"] for col in columns]]
+    rows = [[u.name, *[_cell_text(col["cells"][u.name]) for col in columns]]
             for u in manifest.units]
     if markdown:
         _write_markdown(opts.path(markdown), manifest, headers, rows, notes, columns)
@@ -146,10 +146,30 @@ def _provides_from(session, manifest, columns, i: int, files: list[str]) -> str:
     return releases.first_release(session, holds, after, ref) or ref
 
 
+def _cell_text(cell: dict) -> str:
+    """The status, and the variant that applied when it is not the unit's own content."""
+    return cell["status"] + (f" (variant {cell['variant']})" if cell.get("variant") else "")
+
+
+def _variant_notes(u, columns: list[dict]) -> list[str]:
+    """Which of the unit's contents applied on which refs, when it has variants."""
+    if not u.variants:
+        return []
+    used: dict[str, list[str]] = {}
+    for col in columns:
+        cell = col["cells"][u.name]
+        if cell["status"] != RETIRED:
+            used.setdefault(cell.get("variant") or "", []).append(col["ref"])
+    parts = [(f"variant from {v}" if v else "its own patch" if u.kind == "patch"
+              else "its own files") + " on " + ", ".join(refs) for v, refs in used.items()]
+    return [f"{u.name}: " + "; ".join(parts)] if parts else []
+
+
 def _notes(session, manifest, columns: list[dict]) -> list[str]:
-    """Where upstream caught up, and what conflicts."""
+    """Which variants applied, where upstream caught up, and what conflicts."""
     notes = []
     for u in manifest.units:
+        notes += _variant_notes(u, columns)
         for i, col in enumerate(columns):
             cell = col["cells"][u.name]
             # the build's status: a lint error in the cell must not hide it
