@@ -100,8 +100,10 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                            "nothing was written",
                            f"pin a release at or after {pinback.earliest(m, revived)}, or "
                            "restore the units by hand and resolve with `overlay apply`")
-        patches = {u.name: work.patch_file(u).read_bytes()
-                   for u in wm.units if u.kind == "patch" and not u.retired}
+        # every patch (the unit's own and its variants'), as the stand-in has them
+        patches = {c.patch: work.patch_file(c).read_bytes()
+                   for u in wm.units if u.kind == "patch" and not u.retired
+                   for c in wm.all_contents(u)}
     if not build.ok:
         return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
 
@@ -135,7 +137,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             dropped_variants.append(f"`{u.name}` {note}")
         if u.kind == "patch":
             v = r.unit  # the variant the build used on REF
-            current = patches.get(u.name) or session.patch_file(v).read_bytes()
+            current = patches.get(v.patch) or session.patch_file(v).read_bytes()
             g = session.workspace.git
             fresh = export.with_new_diff(current, export.diff(g, r.parent, r.commit or r.parent), g)
             if fresh != tx.read(v.patch):
