@@ -140,7 +140,7 @@ def copy_repo_overlay(dest: Path, upstream: Path | None = None, commit: bool = T
     import shutil
 
     dest.mkdir(parents=True)
-    for name in ("overlay.toml", "overlay", "patches"):
+    for name in ("overlay.toml", "overlay", "patches", "variants"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     if upstream is not None:
@@ -186,7 +186,8 @@ def amend(wt: Path, name: str, change) -> None:
     git(wt, "commit", "-qam", "wip")
     git(wt, "reset", "-q", "--soft", "HEAD~1")
     git(wt, "commit", "-q", f"--fixup={unit_commit(wt, name)}")
-    subprocess.run(["git", "rebase", "-q", "-i", "--autosquash", "HEAD~5"], cwd=wt, check=True,
+    first = git(wt, "log", "--reverse", "--format=%H", "--grep=^Overlay-Unit: ").split()[0]
+    subprocess.run(["git", "rebase", "-q", "-i", "--autosquash", f"{first}~1"], cwd=wt, check=True,
                    env={**os.environ, "GIT_SEQUENCE_EDITOR": "true", "GIT_EDITOR": "true",
                         "GIT_CONFIG_GLOBAL": os.devnull, "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t"}, capture_output=True)

@@ -41,6 +41,7 @@ EXPERT = "python/sglang/srt/eplb/expert_location.py"
 PATCHED = (PARALLEL, EXPERT)
 UNITS = [
     ("opt-model", "files", "applied"),
+    ("reuse-distributed-test", "files", "applied"),
     ("parallel-state-reuse", "patch", "applied"),
     ("expert-location-reset", "patch", "applied"),
     ("opt-test-case", "edit", "applied"),

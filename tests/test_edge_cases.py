@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MODEL_FILE, copy_repo_overlay, git, overlay, write_overlay
+from helpers import MODEL_FILE, copy_repo_overlay, git, overlay, overlay_snapshot, write_overlay
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +100,24 @@ def test_check_builds_the_pinned_ref_on_its_locked_commit(tmp_path, upstream, sh
     r = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--json", cache=shared_cache)
     assert r.json["refs"][0]["commit"] == git(upstream, "rev-parse", "v0.5.1^{commit}")
     assert r.json["notes"][0].startswith("LOCK MISMATCH")
+
+
+def test_check_refuses_like_apply_when_the_locked_commit_is_gone(tmp_path, upstream,
+                                                                 shared_cache):
+    """check and apply share one lock policy (Session.honour_lock): a pin whose
+    locked commit its own upstream no longer has is bad input for both."""
+    root = write_overlay(tmp_path / "ov", upstream, [], commit=False)
+    manifest = root / "overlay.toml"
+    gone = "0" * 39 + "1"
+    manifest.write_text(manifest.read_text().replace(
+        'ref = "v0.5.1"', f'ref = "v0.5.1"\ncommit = "{gone}"'))
+    before = overlay_snapshot(root)
+    for verb in ("apply", "check"):
+        r = overlay("-C", root, verb, "--sglang-ref", "v0.5.1", cache=shared_cache)
+        assert r.rc == 2, (verb, r.err)
+        assert f"the locked commit {gone} can no longer be fetched" in r.err
+        assert len(r.err.strip().splitlines()) == 1
+    assert overlay_snapshot(root) == before
 
 
 def test_test_rejects_an_undeclared_model(tmp_path, upstream, shared_cache):

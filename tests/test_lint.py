@@ -183,13 +183,13 @@ def test_example_overlay_applies_and_lints_clean(ref, tmp_path, upstream, shared
 def test_repository_overlay_applies_and_lints_clean_on_the_pin(tmp_path, upstream, shared_cache):
     root = tmp_path / "repo-overlay"
     root.mkdir()
-    for name in ("overlay.toml", "overlay", "patches"):
+    for name in ("overlay.toml", "overlay", "patches", "variants"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     r = overlay("-C", root, "apply", "--upstream", upstream, "--json", cache=shared_cache)
     assert r.rc == 0, r.err
     assert r.json["ref"] == "v0.5.1"
-    assert [u["status"] for u in r.json["units"]] == ["applied"] * 4
+    assert [u["status"] for u in r.json["units"]] == ["applied"] * 5
     assert r.json["lint"] == []
     human = overlay("-C", root, "lint", "--upstream", upstream, cache=shared_cache)
     assert human.rc == 0 and "lint clean" in human.out

@@ -45,6 +45,12 @@ def fresh_checkout(upstream: Path, ref: str, dest: Path) -> Path:
     return dest
 
 
+def checklist(text: str) -> dict[str, bool]:
+    section = text.split("## Checklist\n\n")[1]
+    return {line[6:]: line[3] == "x" for line in section.splitlines()
+            if line.startswith("- [")}
+
+
 def headings(text: str) -> list[str]:
     return [s.title for s in prbody.parse_template(text).sections]
 
@@ -120,7 +126,14 @@ def test_opt_model_pr(ov, upstream, shared_cache, tmp_path, fork):
     motivation = text.split("## Motivation\n\n")[1].split("\n## ")[0]
     assert motivation.startswith("SGLang v0.5.1 has no OPT implementation, so OPT checkpoints")
     assert "Not run: no GPU run" in text and "stand-in" not in text
-    assert "- [ ] Format your code according to the pre-commit configuration." in text
+    # the checklist ticks what the PR does: formatted, a ModelCase (a test), a docs row
+    assert checklist(text) == {
+        "Format your code according to the pre-commit configuration.": True,
+        "Add unit tests for the change.": True,
+        "Update documentation as needed.": True,
+        "Provide accuracy and speed benchmark results where relevant.": False,
+    }
+    assert data["checked"] == ["format", "tests", "docs"]
     assert data["accuracy"] == "not-run"
 
     # The manifest records it as prepared (DEP-3: forwarded).
@@ -145,20 +158,25 @@ def test_opt_model_pr(ov, upstream, shared_cache, tmp_path, fork):
     assert manifest_mod.load(ov).unit("opt-model").forwarded == f"{fork}#pr/opt-model"
 
 
+REUSE_FILES = ["python/sglang/srt/distributed/parallel_state.py",
+               "python/sglang/srt/eplb/expert_location.py",
+               "test/srt/test_reuse_distributed.py"]
+
+
 def test_required_units_come_along(ov, upstream, shared_cache, tmp_path, fork):
     r = overlay("-C", ov, "pr", "--unit", "expert-location-reset", "--upstream", upstream,
                 "--push", fork, "--json", cache=shared_cache)
     assert r.rc == 0, r.err
     data = r.json
-    assert data["units"] == ["parallel-state-reuse", "expert-location-reset"]
+    # the test travels: parallel-state-reuse requires it
+    assert data["units"] == ["reuse-distributed-test", "parallel-state-reuse",
+                             "expert-location-reset"]
     assert [c["subject"] for c in data["commits"]] == [
+        "Test several ModelRunners sharing the process groups",
         "Let a second ModelRunner reuse the initialized process groups",
         "Allow resetting the global expert-location metadata on reuse",
     ]
-    assert [f["path"] for f in data["files"]] == [
-        "python/sglang/srt/distributed/parallel_state.py",
-        "python/sglang/srt/eplb/expert_location.py",
-    ]
+    assert [f["path"] for f in data["files"]] == REUSE_FILES
     co = fresh_checkout(upstream, "v0.5.1", tmp_path / "co")
     git(co, "am", "-q", *sorted(str(p) for p in (ov / "pr" / "expert-location-reset")
                                 .glob("*.patch")))
@@ -174,6 +192,104 @@ def test_required_units_come_along(ov, upstream, shared_cache, tmp_path, fork):
     text = (ov / "pr" / "expert-location-reset" / "PR_BODY.md").read_text()
     assert "**Let a second ModelRunner reuse the initialized process groups**" in text
     assert "this change adds no model" in text
+    # a test file, no docs: only tests and formatting are ticked
+    assert checklist(text)["Add unit tests for the change."] is True
+    assert checklist(text)["Update documentation as needed."] is False
+
+
+def test_commit_message_and_body_carry_the_whole_description(ov, upstream, shared_cache,
+                                                             tmp_path):
+    """The "Why" travels, in upstream's words; the overlay's bookkeeping does not."""
+    # a DEP-3 field someone left in a description must not reach upstream
+    text = (ov / "overlay.toml").read_text().replace(
+        'nothing\nchanges."""\npatch = "patches/parallel-state-reuse.patch"',
+        'nothing\nchanges.\n\nForwarded: no\nOrigin: vendor"""\n'
+        'patch = "patches/parallel-state-reuse.patch"')
+    assert "Origin: vendor" in text
+    (ov / "overlay.toml").write_text(text)
+    git(ov, "commit", "-qam", "a DEP-3 field in a description")
+    r = overlay("-C", ov, "pr", "--unit", "parallel-state-reuse", "--upstream", upstream,
+                "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    out = ov / "pr" / "parallel-state-reuse"
+    co = fresh_checkout(upstream, "v0.5.1", tmp_path / "co")
+    git(co, "am", "-q", *sorted(str(p) for p in out.glob("*.patch")))
+    message = git(co, "log", "-1", "--format=%B")
+    body = (out / "PR_BODY.md").read_text()
+    description = manifest_mod.load(ov).unit("parallel-state-reuse").description
+    for paragraph in description.split("\n\n")[1:-1]:  # every paragraph but the DEP-3 one
+        assert paragraph in message
+        assert " ".join(paragraph.split()) in " ".join(body.split())
+    assert "RL and evaluation frameworks run several ModelRunner instances" in message
+    assert "With the variable unset, nothing\nchanges." in message
+    for text in (message, body):
+        assert "Forwarded:" not in text and "Origin:" not in text
+        assert "Overlay-" not in text and "exactly upstream's" not in text
+
+
+def test_unit_upstream_provides_stops_unless_replace(ov, upstream, shared_cache, tmp_path):
+    before = (ov / "overlay.toml").read_bytes()
+    r = overlay("-C", ov, "pr", "--unit", "opt-model", "--upstream", upstream,
+                "--base", "v0.5.10.post1", cache=shared_cache)
+    assert r.rc == 1
+    theirs = upstream_file(upstream, "v0.5.10.post1", OPT)
+    ours = (ov / "overlay" / OPT).read_text()
+    with_ours = tmp_path / "numstat"
+    with_ours.mkdir()
+    (with_ours / "a").write_text(theirs)
+    (with_ours / "b").write_text(ours)
+    numstat = subprocess.run(["git", "diff", "--no-index", "--numstat", "a", "b"],
+                             cwd=with_ours, capture_output=True, text=True).stdout.split()
+    size = f"+{numstat[0]} -{numstat[1]}"
+    assert r.err.strip().splitlines() == [
+        f"overlay: upstream has its own {OPT} since v0.5.2; unit 'opt-model' would replace "
+        f"it on v0.5.10.post1 ({size}) (fix: pass --replace to prepare a PR that replaces "
+        "upstream's implementation, or retire the unit (`overlay upgrade` does))"]
+    assert (ov / "overlay.toml").read_bytes() == before and not (ov / "pr").exists()
+
+    r = overlay("-C", ov, "pr", "--unit", "opt-model", "--upstream", upstream,
+                "--base", "v0.5.10.post1", "--replace", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert r.json["replaces"] == {"opt-model": {"files": [OPT], "since": "v0.5.2",
+                                                "added": int(numstat[0]),
+                                                "removed": int(numstat[1])}}
+    subject = r.json["commits"][0]["subject"]
+    assert subject == "Replace opt.py with native OPT model (OPTForCausalLM)"
+    body = (ov / "pr" / "opt-model" / "PR_BODY.md").read_text()
+    motivation = body.split("## Motivation\n\n")[1].split("\n## ")[0]
+    lines = len(theirs.splitlines())
+    assert " ".join(motivation.split()).startswith(
+        f"This replaces upstream's {OPT} ({lines} lines, in SGLang since v0.5.2) with the "
+        f"implementation described below ({size}).")
+    co = fresh_checkout(upstream, "v0.5.10.post1", tmp_path / "co")
+    git(co, "am", "-q", *sorted(str(p) for p in (ov / "pr" / "opt-model").glob("*.patch")))
+    assert git(co, "rev-parse", "HEAD^{tree}") == r.json["tree"]
+    assert "This replaces upstream's" in git(co, "log", "-1", "--format=%b")
+
+
+def test_reuse_pr_on_the_newest_release_follows_its_conventions(ov, upstream, shared_cache,
+                                                                  tmp_path):
+    r = overlay("-C", ov, "pr", "--unit", "parallel-state-reuse", "--upstream", upstream,
+                "--base", "v0.5.23", "--json", cache=shared_cache)
+    assert r.rc == 0, r.err
+    assert [f["path"] for f in r.json["files"]] == [
+        "python/sglang/srt/distributed/parallel_state.py",
+        "python/sglang/srt/environ.py",
+        "test/registered/distributed/test_reuse_distributed.py",
+    ]
+    co = fresh_checkout(upstream, "v0.5.23", tmp_path / "co")
+    git(co, "am", "-q", *sorted(str(p) for p in (ov / "pr" / "parallel-state-reuse")
+                                .glob("*.patch")))
+    assert git(co, "rev-parse", "HEAD^{tree}") == r.json["tree"]
+    ps = (co / "python/sglang/srt/distributed/parallel_state.py").read_text()
+    assert "envs.SGLANG_ALLOW_REUSE_DISTRIBUTED.get()" in ps and "os.environ.get(\"SGLANG_ALLOW" not in ps
+    assert "SGLANG_ALLOW_REUSE_DISTRIBUTED = EnvBool(False)" in (
+        co / "python/sglang/srt/environ.py").read_text()
+    # formatting touched only the changed lines: the rest is upstream's, byte for byte
+    diff = git(co, "diff", "--numstat", "v0.5.23", "HEAD", "--",
+               "python/sglang/srt/distributed/parallel_state.py")
+    added, removed = map(int, diff.split()[:2])
+    assert removed == 0 and added < 60
 
 
 def test_bad_input_writes_nothing(ov, upstream, shared_cache, tmp_path):
@@ -183,7 +299,8 @@ def test_bad_input_writes_nothing(ov, upstream, shared_cache, tmp_path):
     assert r.rc == 2
     assert r.err.strip().splitlines() == [
         "overlay: overlay.toml: no unit named 'no-such-unit' (fix: use one of: opt-model, "
-        "parallel-state-reuse, expert-location-reset, opt-test-case)"]
+        "reuse-distributed-test, parallel-state-reuse, expert-location-reset, "
+        "opt-test-case)"]
     r = overlay("-C", ov, "pr", "--unit", "opt-model", "--upstream", upstream,
                 "--push", "nowhere", cache=shared_cache)
     assert r.rc == 2 and "--push nowhere: not a remote" in r.err
@@ -364,3 +481,16 @@ def test_body_uses_only_gpu_runs_as_accuracy_evidence(tmp_path):
     assert "Not run" not in body.split("## Accuracy Tests")[1].split("## Other")[0]
     # a GPU run of other models only is no evidence for this one
     assert prbody.find_evidence(tmp_path, ["org/other"]).gpu is None
+
+
+def test_formatters_edits_are_kept_only_on_changed_lines():
+    from sglang_overlay.formatters import only_lines
+
+    before = b"x = [1,2]\ny = {'a':1}\nz = 3\n"
+    after = b"x = [1, 2]\ny = {\"a\": 1}\nz = 3\n"  # what black makes of the whole file
+    assert only_lines(before, after, {2}) == b"x = [1,2]\ny = {\"a\": 1}\nz = 3\n"
+    assert only_lines(before, after, set()) == before
+    assert only_lines(before, after, {1, 2, 3}) == after
+    # a line the formatter adds next to a changed line is kept; elsewhere it is not
+    assert only_lines(b"a\nb\n", b"a\n\nb\n", {2}) == b"a\n\nb\n"
+    assert only_lines(b"a\nb\nc\nd\n", b"a\n\nb\nc\nd\n", {4}) == b"a\nb\nc\nd\n"

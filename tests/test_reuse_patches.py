@@ -34,6 +34,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
 PARALLEL_STATE = "python/sglang/srt/distributed/parallel_state.py"
 EXPERT_LOCATION = "python/sglang/srt/eplb/expert_location.py"
+ENVIRON = "python/sglang/srt/environ.py"  # v0.5.3 on: SGLang declares its env variables here
+ENV_MODULE = "sglang.srt.environ"
 PS_MODULE = "sglang.srt.distributed.parallel_state"
 EL_MODULE = "sglang.srt.eplb.expert_location"
 REUSE_ENV = "SGLANG_ALLOW_REUSE_DISTRIBUTED"
@@ -58,10 +60,13 @@ def sources(upstream, shared_cache, tmp_path_factory) -> dict:
     shutil.copy(REPO / "overlay.toml", root / "overlay.toml")
     shutil.copytree(REPO / "overlay", root / "overlay")
     shutil.copytree(REPO / "patches", root / "patches")
+    shutil.copytree(REPO / "variants", root / "variants")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "copy of the repository's overlay")
-    expected = {"v0.5.1": "applied", "v0.5.3": "applied-3way"}
+    # v0.5.1 has no environ.py: the units' own patches; v0.5.3 declares the
+    # variable in environ.py and reads it through envs: the variants from v0.5.3
+    variant = {"v0.5.1": None, "v0.5.3": "v0.5.3"}
     files = {}
     for release in RELEASES:
         # v0.5.1 is the release overlay.toml pins
@@ -69,15 +74,15 @@ def sources(upstream, shared_cache, tmp_path_factory) -> dict:
         r = overlay("-C", root, "apply", "--upstream", upstream, *ref, "--no-lint", "--json",
                     cache=shared_cache)  # fmt: skip
         assert r.rc == 0, r.err
-        status = {u["name"]: u["status"] for u in r.json["units"]}
-        assert status["parallel-state-reuse"] == "applied", status
-        assert status["expert-location-reset"] == expected[release], status
+        units = {u["name"]: u for u in r.json["units"]}
+        for name in ("parallel-state-reuse", "expert-location-reset"):
+            assert units[name]["status"] == "applied", units[name]
+            assert units[name]["variant"] == variant[release], units[name]
         worktree = Path(r.json["worktree"])
-        files["patched", release] = {
-            p: worktree / p for p in (PARALLEL_STATE, EXPERT_LOCATION)
-        }
+        paths = [PARALLEL_STATE, EXPERT_LOCATION] + ([ENVIRON] if variant[release] else [])
+        files["patched", release] = {p: worktree / p for p in paths}
         files["upstream", release] = {}
-        for p in (PARALLEL_STATE, EXPERT_LOCATION):
+        for p in paths:
             dest = base / f"upstream-{release}" / p
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(upstream_file(upstream, release, p))
@@ -100,10 +105,14 @@ def test_overlay_writes_the_patched_files(sources, upstream):
             assert set(plain[path].splitlines()) - set(patched[path].splitlines()) <= {
                 "    assert _global_expert_location_metadata is None"
             }
-    # the 3-way merge kept v0.5.3's own header (v0.5.1 has no __future__ import)
-    v053 = sources["patched", "v0.5.3"][EXPERT_LOCATION].read_text()
-    assert "from __future__ import annotations" in v053 and "import os\n" in v053
-    assert "if TYPE_CHECKING:" in v053 and "<<<<<<<" not in v053
+    # v0.5.3 on: declared in environ.py, read through envs; v0.5.1: read from os.environ
+    v053 = {p: f.read_text() for p, f in sources["patched", "v0.5.3"].items()}
+    assert "    SGLANG_ALLOW_REUSE_DISTRIBUTED = EnvBool(False)\n" in v053[ENVIRON]
+    for path in (PARALLEL_STATE, EXPERT_LOCATION):
+        assert "envs.SGLANG_ALLOW_REUSE_DISTRIBUTED.get()" in v053[path]
+    assert "from sglang.srt.environ import envs\n" in v053[PARALLEL_STATE]
+    v051 = sources["patched", "v0.5.1"][EXPERT_LOCATION].read_text()
+    assert "envs" not in v051 and 'os.environ.get("SGLANG_ALLOW_REUSE_DISTRIBUTED"' in v051
 
 
 # --------------------------------------------------------------------------- stand-ins
@@ -215,14 +224,21 @@ def test_standins_do_not_leak(sources):
 # --------------------------------------------------------------------------- parallel_state
 
 
+def _load_environ(files: dict) -> None:
+    """The real environ.py of that tree (v0.5.3 on), where the patched files read envs."""
+    if ENVIRON in files:
+        standin.load_real_module(ENV_MODULE, files[ENVIRON])
+
+
 @contextlib.contextmanager
-def parallel_state(path: Path):
-    """The real parallel_state.py at `path`, torn down (groups and torch.distributed) after."""
+def parallel_state(files: dict):
+    """The real parallel_state.py of files, torn down (groups and torch.distributed) after."""
     assert (
         not torch.distributed.is_initialized()
     ), "a previous test leaked a process group"
     with standin.install():
-        ps = standin.load_real_module(PS_MODULE, path)
+        _load_environ(files)
+        ps = standin.load_real_module(PS_MODULE, files[PARALLEL_STATE])
         try:
             yield ps
         finally:
@@ -317,10 +333,10 @@ def test_without_reuse_env_a_second_runner_fails_as_upstream(
     else:
         monkeypatch.setenv(REUSE_ENV, env)
     caplog.set_level(logging.INFO, logger=PS_MODULE)
-    with parallel_state(sources["patched", release][PARALLEL_STATE]) as ps:
+    with parallel_state(sources["patched", release]) as ps:
         patched = _two_runners(ps, store)
     assert _reuse_logs(caplog) == []
-    with parallel_state(sources["upstream", release][PARALLEL_STATE]) as ps:
+    with parallel_state(sources["upstream", release]) as ps:
         plain = _two_runners(ps, f"file://{tmp_path / 'second-store'}")
     assert _comparable(patched) == _comparable(plain)
     # and that outcome is upstream's "already initialized" assertion
@@ -349,7 +365,7 @@ def test_with_reuse_env_a_second_runner_reuses_the_groups(
 ):
     monkeypatch.setenv(REUSE_ENV, env)
     caplog.set_level(logging.INFO, logger=PS_MODULE)
-    with parallel_state(sources["patched", release][PARALLEL_STATE]) as ps:
+    with parallel_state(sources["patched", release]) as ps:
         result = _two_runners(ps, store)
         # the reused groups are the live ones: real gloo collectives run on them
         for group in (ps.get_world_group(), ps.get_tp_group(), ps.get_pp_group()):
@@ -372,9 +388,9 @@ def test_with_reuse_env_a_second_runner_reuses_the_groups(
     assert all(result["groups"][n] is not None for n in GROUPS)
     # only the second runner reuses, and says so
     assert _reuse_logs(caplog) == [
-        f"Reusing the initialized world group ({REUSE_ENV})",
-        f"Reusing the initialized model parallel groups ({REUSE_ENV})",
-        f"Reusing the initialized model parallel groups ({REUSE_ENV})",
+        "Reusing the initialized world group",
+        "Reusing the initialized model parallel groups",
+        "Reusing the initialized model parallel groups",
     ]
     # a runner that needs other sizes is told so, and the groups are left alone
     (tp_kind, tp_msg), (pp_kind, pp_msg) = result["other_sizes"]
@@ -390,7 +406,7 @@ def test_reuse_scenario_fails_on_unpatched_upstream(
 ):
     """Control: the scenario above really needs the patch."""
     monkeypatch.setenv(REUSE_ENV, "true")
-    with parallel_state(sources["upstream", release][PARALLEL_STATE]) as ps:
+    with parallel_state(sources["upstream", release]) as ps:
         result = _two_runners(ps, store)
     assert result["second"][1] == (
         "initialize_model_parallel",
@@ -430,9 +446,10 @@ def _metadata(el, num_logical_experts: int, num_physical_experts: int):
     )
 
 
-def _set_twice(path: Path) -> dict:
+def _set_twice(files: dict) -> dict:
     with standin.install():
-        el = standin.load_real_module(EL_MODULE, path)
+        _load_environ(files)
+        el = standin.load_real_module(EL_MODULE, files[EXPERT_LOCATION])
         assert el.get_global_expert_location_metadata() is None
         policy, reference = _metadata(el, 4, 4), _metadata(el, 8, 10)
         assert (policy.num_logical_experts, reference.num_physical_experts) == (4, 10)
@@ -456,8 +473,8 @@ def test_expert_location_set_twice_without_env_is_upstream(
         monkeypatch.delenv(REUSE_ENV, raising=False)
     else:
         monkeypatch.setenv(REUSE_ENV, env)
-    patched = _set_twice(sources["patched", release][EXPERT_LOCATION])
-    plain = _set_twice(sources["upstream", release][EXPERT_LOCATION])
+    patched = _set_twice(sources["patched", release])
+    plain = _set_twice(sources["upstream", release])
     assert patched == plain
     assert patched == dict(
         outcomes=[("ok", None), ("AssertionError", "")], current="first"
@@ -468,8 +485,106 @@ def test_expert_location_set_twice_without_env_is_upstream(
 @pytest.mark.parametrize("release", RELEASES)
 def test_expert_location_set_twice_with_env(sources, release, env, monkeypatch):
     monkeypatch.setenv(REUSE_ENV, env)
-    patched = _set_twice(sources["patched", release][EXPERT_LOCATION])
+    patched = _set_twice(sources["patched", release])
     assert patched == dict(outcomes=[("ok", None), ("ok", None)], current="second")
     # control: upstream's file still refuses, so the test needs the patch
-    plain = _set_twice(sources["upstream", release][EXPERT_LOCATION])
+    plain = _set_twice(sources["upstream", release])
     assert plain["outcomes"][1][0] == "AssertionError" and plain["current"] == "first"
+
+
+# --------------------------------------------------------------------------- the test that travels
+
+
+UPSTREAM_TEST = REPO / "overlay" / "test" / "srt" / "test_reuse_distributed.py"
+
+
+def _run_upstream_test(files: dict):
+    """The reuse-distributed-test unit's test file, run with unittest on that tree's modules."""
+    import unittest
+
+    assert not torch.distributed.is_initialized()
+    with standin.install():
+        _load_environ(files)
+        standin.load_real_module(PS_MODULE, files[PARALLEL_STATE])
+        module = standin.load_real_module("test_reuse_distributed", UPSTREAM_TEST)
+        try:
+            suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+            result = unittest.TestResult()
+            suite.run(result)
+        finally:
+            sys.modules.pop("test_reuse_distributed", None)
+    assert not torch.distributed.is_initialized()  # its tearDown cleans up
+    return result
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_unit_test_passes_on_the_patched_tree(sources, release):
+    result = _run_upstream_test(sources["patched", release])
+    assert result.testsRun == 3 and not result.skipped
+    assert not result.failures and not result.errors, result.failures + result.errors
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_unit_test_fails_without_the_patch(sources, release):
+    result = _run_upstream_test(sources["upstream", release])
+    failed = sorted(t.id().rsplit(".", 1)[1] for t, _ in result.failures + result.errors)
+    assert failed == ["test_reuse_needs_the_same_sizes", "test_second_runner_reuses_the_groups"]
+
+
+def test_registered_layout_runs_the_same_test():
+    """From v0.5.8 upstream keeps tests under test/registered/ and registers them for CI."""
+    variant = (REPO / "variants" / "reuse-distributed-test" / "v0.5.8" / "test" / "registered"
+               / "distributed" / "test_reuse_distributed.py").read_text()
+    base = UPSTREAM_TEST.read_text()
+    assert "register_cpu_ci(" in variant
+    register = {"from sglang.test.ci.ci_register import register_cpu_ci",
+                'register_cpu_ci(est_time=30, suite="base-a-test-cpu")', ""}
+    assert set(variant.splitlines()) - set(base.splitlines()) <= register
+
+
+# --------------------------------------------------------------------------- newer releases
+
+
+NEWER = ("v0.5.18", "v0.5.21", "v0.5.23")
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def _calls(fn: ast.FunctionDef) -> set:
+    return {n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)}
+
+
+def test_newer_variants_follow_upstreams_rewrites(upstream, shared_cache, tmp_path):
+    """Where upstream rewrote the code (expert_location.py from v0.5.18, parallel_state.py
+    from v0.5.21), the variants still gate the same places on envs."""
+    root = tmp_path / "ov"
+    root.mkdir()
+    shutil.copy(REPO / "overlay.toml", root / "overlay.toml")
+    for d in ("overlay", "patches", "variants"):
+        shutil.copytree(REPO / d, root / d)
+    for release in NEWER:
+        r = overlay("-C", root, "apply", "--upstream", upstream, "--sglang-ref", release,
+                    "--no-lint", "--json", cache=shared_cache)  # fmt: skip
+        assert r.rc == 0, r.err
+        units = {u["name"]: u for u in r.json["units"]}
+        assert units["parallel-state-reuse"]["variant"] == (
+            "v0.5.18" if release == "v0.5.18" else "v0.5.21")
+        assert units["expert-location-reset"]["status"] == "applied"
+        wt = Path(r.json["worktree"])
+        env = ast.parse((wt / ENVIRON).read_text())
+        envs_cls = next(n for n in env.body if isinstance(n, ast.ClassDef) and n.name == "Envs")
+        declared = {t.id: ast.unparse(n.value) for n in envs_cls.body
+                    if isinstance(n, ast.Assign) for t in n.targets}
+        assert declared[REUSE_ENV] == "EnvBool(False)"
+        ps = ast.parse((wt / PARALLEL_STATE).read_text())
+        assert "_reuse_model_parallel" in _calls(_function(ps, "initialize_model_parallel"))
+        assert "_reuse_distributed_allowed" in _calls(
+            _function(ps, "init_distributed_environment"))
+        allowed = ast.unparse(_function(ps, "_reuse_distributed_allowed"))
+        assert f"envs.{REUSE_ENV}.get()" in allowed
+        el = ast.parse((wt / EXPERT_LOCATION).read_text())
+        setter = ast.unparse(_function(el, "set_global_expert_location_metadata"))
+        assert f"allow_overwrite or envs.{REUSE_ENV}.get()" in setter

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import realcases
+from sglang_overlay import manifest as manifest_mod
+
 from helpers import (
     copy_repo_overlay,
     git,
@@ -14,20 +16,27 @@ from helpers import (
 
 OPT = "overlay/python/sglang/srt/models/opt.py"
 PATCHES = ("patches/parallel-state-reuse.patch", "patches/expert-location-reset.patch")
+PROMOTED = {"parallel-state-reuse": "patches/parallel-state-reuse/v0.5.3.patch",
+            "expert-location-reset": "patches/expert-location-reset/v0.5.3.patch"}
 
 
 def header(data: bytes) -> bytes:
     return data[: data.index(b"\ndiff --git ")]
 
 
-def test_upgrade_retires_regenerates_moves_pin_and_writes_changelog(tmp_path, upstream,
-                                                                     shared_cache):
+def test_upgrade_retires_drops_variants_moves_pin_and_writes_changelog(tmp_path, upstream,
+                                                                        shared_cache):
     root = copy_repo_overlay(tmp_path / "ov", upstream)
-    before = {p: (root / p).read_bytes() for p in PATCHES}
+    before = {p: (root / p).read_bytes() for p in PROMOTED.values()}
     r = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
     assert r.rc == 0, r.err
     assert set(r.json["retired"]) == {"opt-model", "opt-test-case"}
-    assert set(r.json["regenerated"]) == {"parallel-state-reuse", "expert-location-reset"}
+    # the variants from v0.5.3 apply plainly there: nothing to regenerate
+    assert r.json["regenerated"] == []
+    actions = {u["name"]: u["action"] for u in r.json["units"]}
+    assert actions["parallel-state-reuse"] == "kept; variant from v0.5.3 is now its patch"
+    assert actions["expert-location-reset"] == (
+        "kept; dropped variant from v0.5.2; variant from v0.5.3 is now its patch")
     # OPT is retired: the manifest says where upstream has it (since v0.5.2, the
     # first release with its own opt.py and OPT's test case), and the file is gone
     manifest = (root / "overlay.toml").read_text()
@@ -36,22 +45,31 @@ def test_upgrade_retires_regenerates_moves_pin_and_writes_changelog(tmp_path, up
     # pin and lock moved
     v053 = git(upstream, "rev-parse", "v0.5.3^{commit}")
     assert 'ref = "v0.5.3"' in manifest and f'commit = "{v053}"' in manifest
-    # the reuse patches were regenerated against v0.5.3, headers untouched
-    for p in PATCHES:
-        new = (root / p).read_bytes()
-        assert new != before[p] and header(new) == header(before[p])
+    # no release from v0.5.3 on uses the v0.5.1 patches or the v0.5.2 variant: gone;
+    # the v0.5.3 variants are the units' own patches now, unchanged
+    for p in PATCHES + ("patches/expert-location-reset/v0.5.2.patch",):
+        assert not (root / p).exists(), p
+    m = manifest_mod.load(root)
+    for name, p in PROMOTED.items():
+        unit = m.unit(name)
+        assert unit.patch == p and (root / p).read_bytes() == before[p]
+        assert "v0.5.3" not in [v.from_ref for v in unit.variants]
+    assert [v.from_ref for v in m.unit("parallel-state-reuse").variants] == [
+        "v0.5.4", "v0.5.8", "v0.5.10.post1", "v0.5.18", "v0.5.21"]
     # the CHANGELOG line
     changelog = (root / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and "### Changed" in changelog
     assert "Upgraded SGLang from v0.5.1 to v0.5.3" in changelog and "`opt-model`" in changelog
     assert "(applied upstream in v0.5.2)" in changelog and "in v0.5.3" not in changelog
-    # the regenerated patches now apply cleanly: no 3-way, no offset
+    assert "`expert-location-reset` dropped variant from v0.5.2" in changelog
+    # the overlay applies cleanly on v0.5.3: no 3-way, no offset
     again = overlay("-C", root, "apply", "--json", cache=shared_cache)
     assert again.rc == 0, again.err
     units = {u["name"]: u for u in again.json["units"]}
     assert units["opt-model"]["status"] == "retired"
     for name in ("parallel-state-reuse", "expert-location-reset"):
         assert units[name]["status"] == "applied" and units[name]["detail"] == ""
+        assert units[name]["variant"] is None
     assert again.json["tree"] == r.json["tree"]
     # a second upgrade to the same ref changes nothing
     snap = overlay_snapshot(root)

@@ -261,6 +261,8 @@ def test_(opts: Options, **kwargs) -> int:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Where the patch series and PR_BODY.md go (default: pr/<unit>/).")
 @click.option("--push", metavar="REMOTE", help="Push the branch to REMOTE (never without this flag).")
+@click.option("--replace", is_flag=True,
+              help="Prepare it even where upstream has the unit's files: the PR replaces them.")
 @upstream_option
 @offline_option
 @json_option

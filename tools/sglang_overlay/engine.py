@@ -9,7 +9,6 @@ never checks anything out and never touches the user's files.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import git as gitpython
 
 from . import durable
 from . import manifest as manifest_mod
-from . import patchfile, userconfig
+from . import output, patchfile, userconfig
 from .errors import BadInput, Findings
 from .gitutil import identity_env
 from .manifest import Manifest, Unit
@@ -31,11 +30,13 @@ from .units import (
     Stage,
     apply_unit,
 )
-from .upstream import Cache, Resolved, normalize_url
+from .upstream import Cache, Resolved, is_url, normalize_url
+from .versions import is_release
 
 TRAILER_UNIT = "Overlay-Unit"
 TRAILER_KIND = "Overlay-Kind"
 TRAILER_OVERLAY = "Overlay-Commit"
+TRAILER_VARIANT = "Overlay-Variant"
 
 
 @dataclass
@@ -58,6 +59,7 @@ class UnitResult:
             "detail": self.detail,
             "hunks": self.hunks,
             "commit": self.commit,
+            "variant": self.unit.variant,
         }
 
 
@@ -103,7 +105,7 @@ def overlay_identity(root: Path) -> str:
 
     status = Git(root).run(
         "status", "--porcelain", "--", manifest_mod.MANIFEST_NAME,
-        manifest_mod.OVERLAY_DIR, "patches",
+        manifest_mod.OVERLAY_DIR, "patches", manifest_mod.VARIANTS_DIR,
     )
     return f"{sha} (dirty)" if status else sha
 
@@ -117,7 +119,8 @@ def commit_message(unit: Unit, overlay_commit: str) -> str:
     msg += (
         f"{TRAILER_UNIT}: {unit.name}\n"
         f"{TRAILER_KIND}: {unit.kind}\n"
-        f"{TRAILER_OVERLAY}: {overlay_commit}\n"
+        + (f"{TRAILER_VARIANT}: {unit.variant}\n" if unit.variant else "")
+        + f"{TRAILER_OVERLAY}: {overlay_commit}\n"
     )
     return msg
 
@@ -140,7 +143,7 @@ class Session:
                                  base=self.upstream_choice.base or Path.cwd(),
                                  must_exist=not offline)
         manifest_url = manifest.upstream_url
-        if not manifest_url.startswith(("http://", "https://", "git@", "ssh://", "file://", "git://")):
+        if not is_url(manifest_url):
             manifest_url = normalize_url(manifest_url, base=manifest.root, must_exist=not offline)
         self.manifest_url = manifest_url
         self.is_manifest_upstream = self.url == manifest_url
@@ -162,8 +165,17 @@ class Session:
 
     def resolve_pinned(self, ref: str, update_lock: bool = False) -> tuple[Resolved, LockReport]:
         """Resolve ref; for the pinned ref on the manifest's upstream, honour the lock."""
+        return self.honour_lock(self.resolve(ref), update_lock)
+
+    def honour_lock(self, remote: Resolved,
+                    update_lock: bool = False) -> tuple[Resolved, LockReport]:
+        """The commit to build for a resolved ref: the locked one for the pinned ref.
+
+        A pinned tag that moved upstream is built on its locked commit, with a
+        loud "LOCK MISMATCH" report; --update-lock (update_lock) moves the lock.
+        """
         m = self.manifest
-        remote = self.resolve(ref)
+        ref = remote.ref
         if ref != m.ref:
             return remote, LockReport("not-checked", m.commit, remote.commit, "not the pinned ref")
         if not self.is_manifest_upstream and not update_lock:
@@ -250,6 +262,25 @@ class Session:
             self._overlay_commit = overlay_identity(self.manifest.root)
         return self._overlay_commit
 
+    # --- variants -------------------------------------------------------------
+
+    def release_of(self, base: Resolved) -> str | None:
+        """The upstream release base is (its ref), or the newest one it contains."""
+        if is_release(base.ref):
+            return base.ref
+        git = self.mirror.git
+        if git is None:
+            return None
+        r = git.result("describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", base.commit)
+        tag = r.out.strip() if r.ok else ""
+        return tag if tag and is_release(tag) else None
+
+    def variant_for(self, unit: Unit, base: Resolved) -> Unit:
+        """unit with the content of its variant for base (see Manifest.variant_for)."""
+        if not unit.variants:
+            return unit
+        return self.manifest.variant_for(unit, self.release_of(base))
+
     # --- building -----------------------------------------------------------
 
     def _existed_at_pin(self, path: str, base: str) -> bool | None:
@@ -285,6 +316,7 @@ class Session:
         with durable.scratch(self.cache.root, "stage") as tmp:
             stage = Stage(git, Path(tmp) / "index", base.commit)
             for unit in units:
+                unit = self.variant_for(unit, base)
                 if unit.retired:
                     results.append(UnitResult(unit, RETIRED, detail=f"applied upstream in {unit.applied_upstream}"))
                     continue
@@ -319,13 +351,10 @@ class Session:
 
         Raises Findings when a unit conflicts, naming the units.
         """
-        ref = ref or self.manifest.ref
-        if not ref:
-            raise BadInput(f"{manifest_mod.MANIFEST_NAME}: upstream.ref: missing and no "
-                           "--sglang-ref given", 'pin one with ref = "v0.5.1" under [upstream]')
+        ref = self.manifest.ref_or(ref)
         base, lock = self.resolve_pinned(ref)
         if lock.status in ("mismatch", "different-history"):
-            sys.stderr.write(lock.message + "\n")
+            output.warn(lock.message)
         build = self.build(base)
         if not build.ok:
             names = ", ".join(r.unit.name for r in build.conflicts)
@@ -343,10 +372,3 @@ class Session:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="tar" if hasattr(tarfile, "tar_filter") else None)
         check_exported_links(dest, commit)
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr, only for people at a terminal."""
-    if sys.stderr.isatty():
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()

@@ -10,10 +10,8 @@ change produces the same bytes and leaves `git status` clean.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
 from . import patchfile
-from .gitutil import Git, IDENTITY_EMAIL, IDENTITY_NAME
+from .gitutil import DiffEntry, Git, IDENTITY_EMAIL, IDENTITY_NAME
 
 DIFF_OPTIONS = ("--full-index", "--binary", "--no-renames", "--no-color",
                 "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/")
@@ -81,37 +79,9 @@ def slug(text: str, taken: set[str] | frozenset = frozenset()) -> str:
     return name
 
 
-@dataclass
-class Change:
-    """One path changed between two commits (git diff --raw)."""
-
-    status: str  # A, M, D, T
-    path: str
-    old_mode: str
-    new_mode: str
-    old_blob: str
-    new_blob: str
-
-    @property
-    def mode_only(self) -> bool:
-        return self.status == "M" and self.old_blob == self.new_blob
-
-
-def changes(git: Git, a: str, b: str) -> list[Change]:
-    out = git.run_bytes("diff", "--raw", "-z", "--no-renames", "--full-index",
-                        "--no-abbrev", a, b)
-    parts = out.split(b"\0")
-    result = []
-    i = 0
-    while i + 1 < len(parts):
-        meta = parts[i].decode()
-        path = parts[i + 1].decode("utf-8", "surrogateescape")
-        i += 2
-        if not meta.startswith(":"):
-            continue
-        old_mode, new_mode, old_blob, new_blob, status = meta[1:].split()
-        result.append(Change(status[0], path, old_mode, new_mode, old_blob, new_blob))
-    return result
+def changes(git: Git, a: str, b: str) -> list[DiffEntry]:
+    """Every path changed between commits a and b."""
+    return git.diff_raw(a, b)
 
 
 def is_binary(git: Git, a: str, b: str, path: str) -> bool:

@@ -129,8 +129,14 @@ class ToolEnv:
             raise BadInput(f"cannot {what} for the formatter environment: {last}",
                            "check the network access to PyPI, or pip's configuration")
 
-    def format(self, checkout: Path, files: list[str]) -> list[str]:
-        """Run the tools on files (paths relative to checkout); the files they changed."""
+    def format(self, checkout: Path, files: list[str],
+               changed: dict[str, set[int]] | None = None) -> list[str]:
+        """Run the tools on files (paths relative to checkout); the files they changed.
+
+        With changed (file -> its changed line numbers, 1-based), the tools'
+        edits are kept only where they touch those lines: a change to an
+        upstream file does not reformat the code around it.
+        """
         if not files:
             return []
         before = {f: (checkout / f).read_bytes() for f in files}
@@ -145,4 +151,25 @@ class ToolEnv:
                 raise BadInput(f"{tool} {self.pins.versions[tool]} failed on "
                                f"{', '.join(files)}: {last}",
                                "fix the syntax error in the overlay's file")
+        for f, lines in (changed or {}).items():
+            if f in before:
+                p = checkout / f
+                p.write_bytes(only_lines(before[f], p.read_bytes(), lines))
         return [f for f in files if (checkout / f).read_bytes() != before[f]]
+
+
+def only_lines(before: bytes, after: bytes, lines: set[int]) -> bytes:
+    """after's edits of before, kept only where they touch lines (1-based, of before)."""
+    import difflib
+
+    old = before.decode("utf-8").splitlines(keepends=True)
+    new = after.decode("utf-8").splitlines(keepends=True)
+    out: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if op == "replace" and i2 - i1 == j2 - j1:  # line for line: decide each one
+            out += [new[j1 + k] if i1 + k + 1 in lines else old[i1 + k] for k in range(i2 - i1)]
+            continue
+        touched = any(n in lines for n in range(i1 + 1, i2 + 1)) or (
+            i1 == i2 and (i1 in lines or i1 + 1 in lines))
+        out += new[j1:j2] if op != "equal" and touched else old[i1:i2]
+    return "".join(out).encode("utf-8")

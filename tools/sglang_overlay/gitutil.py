@@ -51,17 +51,43 @@ class Result:
         return self.rc == 0
 
 
-def identity_env(timestamp: int) -> dict[str, str]:
-    """Fixed author and committer, dated at timestamp (UTC)."""
+def identity_env(timestamp: int, author: tuple[str, str] | None = None) -> dict[str, str]:
+    """Author and committer (name, email; default the tool's own), dated at timestamp (UTC)."""
+    name, email = author or (IDENTITY_NAME, IDENTITY_EMAIL)
     date = f"{int(timestamp)} +0000"
     return {
-        "GIT_AUTHOR_NAME": IDENTITY_NAME,
-        "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
         "GIT_AUTHOR_DATE": date,
-        "GIT_COMMITTER_NAME": IDENTITY_NAME,
-        "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
         "GIT_COMMITTER_DATE": date,
     }
+
+
+@dataclass(frozen=True)
+class DiffEntry:
+    """One path changed between two trees, as `git diff --raw` reports it."""
+
+    status: str  # A, M, D, T
+    path: str
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.status == "D"
+
+    @property
+    def mode_only(self) -> bool:
+        return self.status == "M" and self.old_blob == self.new_blob
+
+    @property
+    def permissions(self) -> int:
+        """The new file's permission bits (0o755 executable, else 0o644)."""
+        return 0o755 if self.new_mode == "100755" else 0o644
 
 
 class Git:
@@ -120,6 +146,21 @@ class Git:
     def rev(self, rev: str) -> str | None:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
+
+    def diff_raw(self, a: str, b: str, paths: tuple[str, ...] | list[str] = ()) -> list[DiffEntry]:
+        """The paths that differ between trees a and b (renames split), in git's order."""
+        args = ["diff", "--raw", "-z", "--no-renames", "--full-index", "--no-abbrev", a, b]
+        if paths:
+            args += ["--", *paths]
+        parts = self.run_bytes(*args).split(b"\0")
+        entries = []
+        for meta, path in zip(parts[::2], parts[1::2]):
+            if not meta.startswith(b":"):
+                continue
+            old_mode, new_mode, old_blob, new_blob, status = meta[1:].decode().split()
+            entries.append(DiffEntry(status[0], path.decode("utf-8", "surrogateescape"),
+                                     old_mode, new_mode, old_blob, new_blob))
+        return entries
 
     def close(self) -> None:
         self._cmd.clear_cache()

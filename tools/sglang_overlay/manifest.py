@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,6 +43,7 @@ else:  # pragma: no cover
 from . import durable, patchfile
 from .errors import BadInput, ManifestError
 from .paths import confine
+from .versions import is_release, version_key
 
 MANIFEST_NAME = "overlay.toml"
 OVERLAY_DIR = "overlay"
@@ -58,8 +59,10 @@ TOP_KEYS = {"upstream", "unit", "model"}
 UPSTREAM_KEYS = {"url", "ref", "commit"}
 UNIT_KEYS = {
     "name", "kind", "description", "forwarded", "applied-upstream", "requires",
-    "files", "patch", "edit", "models", "configs",
+    "files", "patch", "edit", "models", "configs", "variant",
 }
+VARIANT_KEYS = {"from", "until", "patch", "files"}
+VARIANTS_DIR = "variants"  # files of a files unit's variants: variants/<unit>/<from>/
 # ModelCase keyword arguments of upstream's generation suite, by manifest key.
 CASE_KEYS = {
     "tp-size": ("tp_size", int),
@@ -75,6 +78,25 @@ MODEL_KEYS = {
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A unit's content for a range of upstream releases: from <= release < until."""
+
+    from_ref: str
+    until: str | None = None
+    patch: str | None = None  # patch units
+    files: tuple[str, ...] = ()  # files units: upstream paths, under files_root
+
+    @property
+    def label(self) -> str:
+        return f"{self.from_ref}..{self.until}" if self.until else f"{self.from_ref}+"
+
+    def covers(self, release: str) -> bool:
+        key = version_key(release)
+        return version_key(self.from_ref) <= key and (
+            self.until is None or key < version_key(self.until))
+
+
+@dataclass(frozen=True)
 class Unit:
     name: str
     kind: str
@@ -87,6 +109,9 @@ class Unit:
     edit: str | None = None  # edit units: the operation
     models: tuple[str, ...] = ()  # edit units: the architectures it registers
     configs: tuple[str, ...] = ()  # register-config: the config classes it registers
+    variants: tuple[Variant, ...] = ()  # content for ranges of releases, oldest first
+    variant: str | None = None  # set on the unit variant_for chose: the variant's from
+    files_root: str = OVERLAY_DIR  # where a files unit's files are stored
 
     @property
     def retired(self) -> bool:
@@ -131,6 +156,14 @@ class Manifest:
     def active_units(self) -> list[Unit]:
         return [u for u in self.units if not u.retired]
 
+    def ref_or(self, given: str | None, option: str = "--sglang-ref") -> str:
+        """The ref given on the command line, else the pinned one; bad input if neither."""
+        ref = given or self.ref
+        if not ref:
+            raise BadInput(f"{self.path}: upstream.ref: missing and no {option} given",
+                           f'pin a ref with ref = "v0.5.1" under [upstream], or pass {option}')
+        return ref
+
     def unit(self, name: str) -> Unit:
         for u in self.units:
             if u.name == name:
@@ -144,6 +177,29 @@ class Manifest:
             if m.architecture == architecture:
                 return m
         raise KeyError(architecture)
+
+    def variant_for(self, unit: Unit, release: str | None) -> Unit:
+        """The unit as it applies on release: its newest variant covering it, else itself.
+
+        release is an upstream release tag (see versions.is_release); None or a
+        ref that is not one picks the unit's own content.
+        """
+        if not unit.variants or unit.variant is not None or not release \
+                or not is_release(release):
+            return unit
+        chosen = None
+        for v in unit.variants:
+            if v.covers(release):
+                chosen = v
+        return unit if chosen is None else with_variant(unit, chosen)
+
+    def all_contents(self, unit: Unit) -> list[Unit]:
+        """unit itself, then each of its variants as variant_for gives them."""
+        return [unit] + [with_variant(unit, v) for v in unit.variants]
+
+    def files_dir(self, unit: Unit) -> Path:
+        """Where a files unit (or the variant variant_for chose) keeps its files."""
+        return self.root / unit.files_root
 
     def models_of(self, unit: Unit) -> list[Model]:
         if unit.kind == "edit":
@@ -161,11 +217,13 @@ class Manifest:
         import hashlib
 
         h = hashlib.sha256(f"upstream {upstream_commit}\n".encode())
-        for u in self.active_units:
+        for u in (c for unit in self.active_units for c in self.all_contents(unit)):
             h.update(f"unit {u.name} {u.kind}\n".encode())
+            if u.variant:
+                h.update(f"variant {u.variant}\n".encode())
             if u.kind == "files":
                 for rel in self.unit_files(u):
-                    p = self.overlay_dir / rel
+                    p = self.files_dir(u) / rel
                     link = p.is_symlink()
                     data = os.readlink(p).encode() if link else p.read_bytes()
                     mode = "link" if link else ("755" if os.access(p, os.X_OK) else "644")
@@ -207,17 +265,78 @@ class Manifest:
     def unit_files(self, unit: Unit) -> list[str]:
         """The upstream paths a files unit writes, directories expanded, sorted."""
         out: list[str] = []
+        top = self.files_dir(unit)
         for rel in unit.files:
-            src = self.overlay_dir / rel
+            src = top / rel
             if src.is_dir() and not src.is_symlink():
                 for dirpath, dirnames, filenames in os.walk(src):
                     dirnames.sort()
                     for name in sorted(filenames):
                         p = Path(dirpath) / name
-                        out.append(p.relative_to(self.overlay_dir).as_posix())
+                        out.append(p.relative_to(top).as_posix())
             else:
                 out.append(rel)
         return sorted(dict.fromkeys(out))
+
+
+def variant_dir(unit_name: str, from_ref: str) -> str:
+    """Where the files of a files unit's variant live, relative to the overlay root."""
+    return f"{VARIANTS_DIR}/{unit_name}/{from_ref}"
+
+
+def with_variant(unit: Unit, v: Variant) -> Unit:
+    """unit with the content of its variant v."""
+    if unit.kind == "patch":
+        return replace(unit, patch=v.patch, variant=v.from_ref)
+    return replace(unit, files=v.files, variant=v.from_ref,
+                   files_root=variant_dir(unit.name, v.from_ref))
+
+
+def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant | None]:
+    """What a new pin makes dead: (variants no release >= pin chooses, the variant
+    that becomes the unit's own content because no release >= pin uses it anymore).
+
+    Only patch units promote a variant (a files unit keeps its overlay/ files).
+    """
+    if not unit.variants or not is_release(pin):
+        return [], None
+    chosen = next((v for v in reversed(unit.variants) if v.covers(pin)), None)
+    dropped = [v for v in unit.variants if v is not chosen and (
+        (v.until is not None and version_key(v.until) <= version_key(pin))
+        or (chosen is not None and version_key(v.from_ref) < version_key(chosen.from_ref)))]
+    if chosen is None or unit.kind != "patch":
+        return dropped, None
+    # the unit's own content stays reachable where a range >= pin is left uncovered
+    end = chosen.until
+    for v in unit.variants:
+        if end is not None and v.from_ref == end:
+            end = v.until
+    return dropped, (chosen if end is None else None)
+
+
+def with_variants_dropped(text: str, name: str, drop: list[str],
+                          promote: str | None = None) -> str:
+    """Remove the variants of unit name whose from is in drop; with promote, that
+    variant's patch becomes the unit's own and the variant goes too."""
+
+    def change(doc):
+        for table in doc.get("unit", []):
+            if table.get("name") != name:
+                continue
+            variants = table.get("variant", [])
+            gone = set(drop) | ({promote} if promote else set())
+            for i in reversed(range(len(variants))):
+                v = variants[i]
+                if v.get("from") in gone:
+                    if v.get("from") == promote:
+                        table["patch"] = v["patch"]
+                    del variants[i]
+            if not len(variants):
+                table.pop("variant", None)
+            return
+        raise KeyError(name)
+
+    return _edit(text, change)
 
 
 def find_root(start: Path) -> Path:
@@ -418,9 +537,62 @@ def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
         elif not models:
             c.fail(f"{where}.models", "missing or empty",
                    'name the architectures it registers, e.g. models = ["OPTForCausalLM"]')
+    variants = _variants(c, raw, where, kind, name)
     return Unit(name=name, kind=kind, description=description, forwarded=forwarded,
                 applied_upstream=applied, requires=requires, files=files,
-                patch=patch, edit=edit, models=models, configs=configs)
+                patch=patch, edit=edit, models=models, configs=configs,
+                variants=variants)
+
+
+def _variants(c: _Checker, raw: dict, where: str, kind: str, name: str) -> tuple[Variant, ...]:
+    """The unit's [[unit.variant]] tables: checked, oldest first, ranges apart."""
+    if "variant" not in raw:
+        return ()
+    tables = raw["variant"]
+    if not isinstance(tables, list):
+        c.fail(f"{where}.variant", f"expected [[unit.variant]] tables, got {_type(tables)}",
+               "write each variant as a [[unit.variant]] table under its [[unit]]")
+    if kind == "edit":
+        c.fail(f"{where}.variant", "an edit unit has no variants",
+               "edits find their anchors on every release; remove the [[unit.variant]]")
+    out: list[Variant] = []
+    for j, t in enumerate(tables, 1):
+        key = f"{where}.variant[{j}]"
+        t = c.table(t, key)
+        c.known(t, VARIANT_KEYS, key)
+        start = c.string(t, "from", key, required=True)
+        until = c.string(t, "until", key)
+        for k, ref in (("from", start), ("until", until)):
+            if ref is not None and not is_release(ref):
+                c.fail(f"{key}.{k}", f"'{ref}' is not a release tag",
+                       f'name an upstream release, e.g. {k} = "v0.5.21"')
+        if until is not None and version_key(until) <= version_key(start):
+            c.fail(f"{key}.until", f"'{until}' is not after from = '{start}'",
+                   "make until a later release than from, or remove it")
+        if out and version_key(start) <= version_key(out[-1].from_ref):
+            c.fail(f"{key}.from", f"'{start}' is not after the previous variant's "
+                   f"'{out[-1].from_ref}'", "list the variants oldest first, one per release")
+        if out and out[-1].until is None:
+            pass  # an open range ends where the next variant begins
+        elif out and version_key(out[-1].until) > version_key(start):
+            c.fail(f"{key}.from", f"'{start}' is inside the previous variant's range "
+                   f"({out[-1].label})", f"set the previous variant's until = \"{start}\"")
+        other = "files" if kind == "patch" else "patch"
+        if other in t:
+            c.fail(f"{key}.{other}", f"a variant of a {kind} unit has no '{other}' key",
+                   f"give it its own {kind} instead")
+        if kind == "patch":
+            p = c.rel_path(c.string(t, "patch", key, required=True), f"{key}.patch",
+                           "the overlay repository")
+            out.append(Variant(start, until, patch=p))
+        else:
+            files = tuple(c.rel_path(p, f"{key}.files", variant_dir(name, start) + "/")
+                          for p in c.strings(t, "files", key))
+            if not files:
+                c.fail(f"{key}.files", "missing or empty",
+                       f"list the upstream paths, stored under {variant_dir(name, start)}/")
+            out.append(Variant(start, until, files=files))
+    return tuple(out)
 
 
 def _model(c: _Checker, raw: Any, i: int) -> Model:
@@ -531,25 +703,28 @@ def _check_files(c: _Checker, m: Manifest) -> None:
                                file=rel)
     claimed: dict[str, str] = {}
     patches: dict[str, str] = {}
-    for u in m.active_units:
-        if u.kind == "files":
-            for rel in u.files:
-                if not (overlay / rel).exists():
-                    c.fail(f"unit '{u.name}'.files", f"{OVERLAY_DIR}/{rel} does not exist",
-                           f"add the file under {OVERLAY_DIR}/ or remove it from the list")
-            for rel in m.unit_files(u):
-                if rel in claimed:
-                    c.fail(f"unit '{u.name}'.files",
-                           f"{OVERLAY_DIR}/{rel} is also in unit '{claimed[rel]}'",
-                           "list each overlay file in one unit only")
-                claimed[rel] = u.name
-        elif u.kind == "patch":
-            if u.patch in patches:
-                c.fail(f"unit '{u.name}'.patch",
-                       f"{u.patch} is also the patch of unit '{patches[u.patch]}'",
-                       "give each patch unit its own file")
-            patches[u.patch] = u.name
-            _check_patch(c, m, u)
+    for unit in m.active_units:
+        for u in m.all_contents(unit):
+            if u.kind == "files" and u.variant:
+                _check_variant_files(c, m, u)
+            elif u.kind == "files":
+                for rel in u.files:
+                    if not (overlay / rel).exists():
+                        c.fail(f"unit '{u.name}'.files", f"{OVERLAY_DIR}/{rel} does not exist",
+                               f"add the file under {OVERLAY_DIR}/ or remove it from the list")
+                for rel in m.unit_files(u):
+                    if rel in claimed:
+                        c.fail(f"unit '{u.name}'.files",
+                               f"{OVERLAY_DIR}/{rel} is also in unit '{claimed[rel]}'",
+                               "list each overlay file in one unit only")
+                    claimed[rel] = u.name
+            elif u.kind == "patch":
+                if u.patch in patches:
+                    c.fail(_patch_key(u), f"{u.patch} is also the patch of "
+                           f"{patches[u.patch]}", "give each unit and variant its own file")
+                patches[u.patch] = (f"unit '{u.name}'" + (f" (variant from {u.variant})"
+                                                          if u.variant else ""))
+                _check_patch(c, m, u)
     defined = m.overlay_configs()
     for u in m.active_units:
         for cfg in u.configs:
@@ -569,8 +744,23 @@ def _check_files(c: _Checker, m: Manifest) -> None:
                            "add it to a [[unit]] of kind files, or delete it")
 
 
+def _patch_key(u: Unit) -> str:
+    if u.variant:
+        n = next(i for i, v in enumerate(u.variants, 1) if v.from_ref == u.variant)
+        return f"unit '{u.name}'.variant[{n}].patch"
+    return f"unit '{u.name}'.patch"
+
+
+def _check_variant_files(c: _Checker, m: Manifest, u: Unit) -> None:
+    n = next(i for i, v in enumerate(u.variants, 1) if v.from_ref == u.variant)
+    for rel in u.files:
+        if not (m.files_dir(u) / rel).exists():
+            c.fail(f"unit '{u.name}'.variant[{n}].files", f"{u.files_root}/{rel} does not exist",
+                   f"add the file under {u.files_root}/ or remove it from the list")
+
+
 def _check_patch(c: _Checker, m: Manifest, u: Unit) -> None:
-    key = f"unit '{u.name}'.patch"
+    key = _patch_key(u)
     path = m.root / u.patch
     confine(path, m.root, key)  # a patch is read only from inside the overlay
     if not path.is_file():

@@ -10,7 +10,10 @@ The sections come from the checkout's ``.github/pull_request_template.md``
                   models, as a table; with none, "not run" (a CPU stand-in
                   run is mentioned only as what it is: not accuracy evidence);
 * Benchmark     - "not run";
-* Checklist     - kept exactly as the template has it.
+* Checklist     - the template's lines, ticked where the PR does it: "Format
+                  your code" when the formatters ran, "Add unit tests" when
+                  it adds or changes tests, "Update documentation" when it
+                  changes docs/; the rest stay unticked.
 
 Any other section keeps the template's text. Nothing is invented: every
 number comes from the diff or from a report file.
@@ -26,6 +29,10 @@ from pathlib import Path
 from .report import markdown_table
 
 TEMPLATE_PATH = ".github/pull_request_template.md"
+# checklist items a PR can do, and the words of the template's line for each
+CHECK_FORMAT, CHECK_TESTS, CHECK_DOCS = "format", "tests", "docs"
+CHECK_WORDS = {CHECK_FORMAT: "format your code", CHECK_TESTS: "unit test",
+               CHECK_DOCS: "documentation"}
 REPORTS_DIR = "reports"
 GPU, STANDIN = "gpu", "cpu-standin"
 
@@ -91,6 +98,7 @@ class PRInfo:
     formatting: str  # one sentence
     models: list[str]  # hf ids the PR adds or touches
     extras: list[str] = field(default_factory=list)  # e.g. "ModelCase for ... in ..."
+    checked: tuple[str, ...] = ()  # CHECK_* items the PR does
 
 
 def _kind(title: str) -> str | None:
@@ -122,11 +130,21 @@ def render(template_text: str | None, info: PRInfo, evidence: "Evidence") -> str
             content = evidence.markdown()
         elif kind == "benchmark":
             content = ["Not run: no benchmark or profile was made for this change."]
+        elif kind == "checklist":
+            content = [_tick(line, info.checked) for line in _strip_blank(sec.body)]
         else:  # the checklist and any section we do not know: the template's text
             content = _strip_blank(sec.body)
         out.extend(content)
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _tick(line: str, checked: tuple[str, ...]) -> str:
+    """A checklist line ticked when the PR does what it asks."""
+    m = re.match(r"^(\s*[-*] )\[ \](.*)$", line)
+    if m and any(CHECK_WORDS[c] in m.group(2).lower() for c in checked):
+        return f"{m.group(1)}[x]{m.group(2)}"
+    return line
 
 
 def _strip_blank(lines: list[str]) -> list[str]:

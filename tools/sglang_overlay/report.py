@@ -67,16 +67,14 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def note(message: str, err: bool = True) -> None:
-    click.echo(message, err=err)
-
-
 def unit_rows(results) -> list[list[str]]:
     rows = []
     for r in results:
         detail = r.detail
         if r.hunks:
             detail = (detail + "; " if detail else "") + "hunks: " + ", ".join(r.hunks)
+        if r.unit.variant:
+            detail = f"variant from {r.unit.variant}" + (f"; {detail}" if detail else "")
         files = ", ".join(r.files) if r.files else ""
         rows.append([r.unit.name, r.unit.kind, r.status, files, detail])
     return rows

@@ -42,6 +42,7 @@ LAYOUTS = (
     ("test/registered/models/" + SUITE_FILE, "test_all_models", "ALL_MODELS"),
     ("test/srt/models/" + SUITE_FILE, "test_others", "ALL_OTHER_MODELS"),
 )
+SUITE_LISTS = {rel: list_name for rel, _, list_name in LAYOUTS}  # path -> model list
 TEST_CLASS = "TestGenerationModels"
 CASE_CLASS = "ModelCase"
 TOLERANCES = ("prefill_tolerance", "decode_tolerance", "rouge_l_tolerance")
@@ -361,14 +362,15 @@ class Invocation:
                 "junit": str(self.junit), "shell": self.shell()}
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-") or "model"
+def file_stem(hf_id: str) -> str:
+    """A file name (without suffix) for a model id: org/name -> org--name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", hf_id).strip("-") or "model"
 
 
 def invocation(suite: Suite, hf_id: str, python: str, out_dir: Path,
                mode: str = "pytest") -> Invocation:
     """The command that runs hf_id alone: cd <suite dir> && ONLY_RUN=... python -m ..."""
-    base = out_dir / slug(hf_id)
+    base = out_dir / file_stem(hf_id)
     log, junit = base.with_suffix(".log"), base.with_suffix(".junit.xml")
     if mode == "pytest":
         argv = [python, "-m", "pytest",
@@ -384,7 +386,7 @@ def invocation(suite: Suite, hf_id: str, python: str, out_dir: Path,
 
 
 @dataclass
-class Outcome:
+class ModelOutcome:
     hf_id: str
     status: str
     detail: str
@@ -394,7 +396,7 @@ class Outcome:
     invocation: Invocation
 
 
-def run(inv: Invocation, timeout: float | None = None) -> Outcome:
+def run(inv: Invocation, timeout: float | None = None) -> ModelOutcome:
     """Run one model, keep its full log and JUnit XML, and read the numbers back."""
     inv.log.parent.mkdir(parents=True, exist_ok=True)
     for stale in (inv.log, inv.junit):
@@ -417,7 +419,7 @@ def run(inv: Invocation, timeout: float | None = None) -> Outcome:
         write_unittest_junit(inv, text, rc, duration)
     metrics = parse_output(text)
     status, detail = judge(inv, rc, metrics)
-    return Outcome(inv.hf_id, status, detail, metrics, duration, rc, inv)
+    return ModelOutcome(inv.hf_id, status, detail, metrics, duration, rc, inv)
 
 
 def judge(inv: Invocation, rc: int | None, metrics: Metrics) -> tuple[str, str]:

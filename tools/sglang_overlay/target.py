@@ -18,12 +18,11 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import durable, paths
+from . import durable, output, paths
 from .durable import crash_point
 from .errors import BadInput
 from .gitutil import Git, identity_env
@@ -113,7 +112,7 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
                     f"{target} is a worktree whose git data was in a cache that is gone",
                     "move it away, or re-run with --force (it is moved aside, not deleted)")
             aside = set_aside(target)
-            print(f"overlay: moved the orphaned worktree {target} to {aside}", file=sys.stderr)
+            output.warn(f"overlay: moved the orphaned worktree {target} to {aside}")
             exists = False
     if exists:
         dirty = is_dirty(target)

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import git as gitpython
 from filelock import FileLock
 
-from . import durable
+from . import durable, output
 from .errors import BadInput
 from .gitutil import Git, clear_stale_lock
 from .userconfig import HINT as UPSTREAM_HINT
@@ -64,15 +64,19 @@ def _slug(text: str, extra: str = "") -> str:
     return f"{name}-{digest}"
 
 
+def is_url(text: str) -> bool:
+    """Whether text is a URL git fetches from (scheme://..., or scp-like user@host:path),
+    as opposed to a local path."""
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", text) or re.match(r"^[\w.-]+@[\w.-]+:", text))
+
+
 def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool = True) -> str:
     """A URL git can fetch from: URLs unchanged, local paths as file:// URLs.
 
     must_exist=False (offline: only the cache is read) accepts a local path
     that is gone; the cache keeps its mirror under the same URL.
     """
-    if re.match(r"^[a-z][a-z0-9+.-]*://", url_or_path) or re.match(
-        r"^[\w.-]+@[\w.-]+:", url_or_path
-    ):
+    if is_url(url_or_path):
         if url_or_path.startswith("file://") and must_exist:
             _require_local_repo(Path(url_or_path[len("file://"):]), url_or_path)
         return url_or_path
@@ -213,8 +217,8 @@ class Mirror:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
         os.rename(self.path, aside)
         shutil.rmtree(aside, ignore_errors=True)
-        print(f"overlay: the cache's mirror {self.path} had a corrupt pack; it was removed "
-              "and what is needed is fetched again", file=sys.stderr)
+        output.warn(f"overlay: the cache's mirror {self.path} had a corrupt pack; it was "
+                    "removed and what is needed is fetched again")
 
     def discard_if_empty(self) -> None:
         """Remove a mirror this run created when the ref it was made for failed."""

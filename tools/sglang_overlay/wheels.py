@@ -61,8 +61,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import __version__
+from . import __version__, output
 from .errors import BadInput, Findings
+from .gitutil import DiffEntry
 from .manifest import Manifest
 
 PACKAGE = "sglang"
@@ -389,45 +390,24 @@ def read_embedded(path: Path) -> dict | None:
 # --- what the overlay changed ---------------------------------------------------
 
 
-@dataclass
-class Change:
-    path: str  # upstream path, python/...
-    status: str  # A, M, D, T
-    mode: int = 0o644
-
-    @property
-    def deleted(self) -> bool:
-        return self.status == "D"
-
-    @property
-    def relpath(self) -> str:
-        return self.path[len(UPSTREAM_PREFIX):]
+def relpath(path: str) -> str:
+    """An upstream path (python/...) as the wheel holds it."""
+    return path[len(UPSTREAM_PREFIX):]
 
 
-def changed_paths(git, base: str, head: str) -> list[Change]:
-    """Files under python/ that differ between base and head (renames split)."""
-    out = git.run_bytes("diff", "--raw", "--no-renames", "-z", "--no-abbrev",
-                        base, head, "--", UPSTREAM_PREFIX).decode()
-    fields = out.split("\0")
-    changes = []
-    i = 0
-    while i < len(fields) - 1:
-        meta, path = fields[i], fields[i + 1]
-        i += 2
-        if not meta:
-            continue
-        _old_mode, new_mode, _o, _n, status = meta.lstrip(":").split()
-        mode = 0o755 if new_mode == "100755" else 0o644
-        changes.append(Change(path, status[0], mode))
-    return sorted(changes, key=lambda c: c.path)
+def changed_paths(git, base: str, head: str) -> list[DiffEntry]:
+    """Files under python/ that differ between base and head (renames split), by path."""
+    return sorted(git.diff_raw(base, head, (UPSTREAM_PREFIX,)), key=lambda c: c.path)
 
 
-def map_changes(contents: WheelContents, changes: list[Change]) -> tuple[list[Change], list[str]]:
+def map_changes(contents: WheelContents,
+                changes: list[DiffEntry]) -> tuple[list[DiffEntry], list[str]]:
     """(changes inside the wheel's packages, upstream paths a wheel cannot carry)."""
     tops = contents.top_levels()
     inside, skipped = [], []
     for c in changes:
-        if c.relpath.split("/", 1)[0] in tops and "/" in c.relpath:
+        rel = relpath(c.path)
+        if rel.split("/", 1)[0] in tops and "/" in rel:
             inside.append(c)
         else:
             skipped.append(c.path)
@@ -635,7 +615,7 @@ def build_from_source(project: Path, outdir: Path, epoch: int,
                 pypa_build.FailedProcessError, subprocess.CalledProcessError) as exc:
             tail = "\n".join(runner.log[-25:])
             if tail:
-                sys.stderr.write(tail + "\n")
+                output.passthrough(tail + "\n")
             what = runner.last_line() if runner.log else str(exc)
             raise Findings(f"building the wheel failed: {what}",
                            "fix the build error above; for releases with compiled extensions "

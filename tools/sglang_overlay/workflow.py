@@ -27,7 +27,9 @@ RESOLVED_DIR = "resolved"
 
 
 @dataclass
-class Outcome:
+class Finished:
+    """What finish() did: the build promoted to the target, or a resolution left."""
+
     build: Build
     worktree: Path
     branch: str
@@ -56,10 +58,10 @@ class Outcome:
 
 
 def finish(session: Session, build: Build, pre: target.Preflight, operation: str,
-           extra_state: dict, run_lint: bool = True) -> Outcome:
+           extra_state: dict, run_lint: bool = True) -> Finished:
     """Promote build to the target, or leave a resolution worktree and state."""
     root = session.manifest.root
-    out = Outcome(build, pre.target, pre.branch)
+    out = Finished(build, pre.target, pre.branch)
     if build.ok:
         if run_lint:
             out.findings = lint_mod.lint_build(session, build)
@@ -128,7 +130,7 @@ def drop_resolution(session: Session, pending: dict) -> str | None:
     return saved
 
 
-def explain_conflict(out: Outcome, ref: str) -> None:
+def explain_conflict(out: Finished, ref: str) -> None:
     first = out.build.conflicts[0]
     click.echo(f"conflict in unit '{first.unit.name}' on {ref}: {out.worktree} was not touched.")
     for line in conflict_guidance(out, ref):
@@ -144,7 +146,7 @@ def _ere(text: str) -> str:
     return re.sub(r"([.\[\]*^$+?(){}|\\])", r"\\\1", text)
 
 
-def conflict_guidance(out: Outcome, ref: str) -> list[str]:
+def conflict_guidance(out: Finished, ref: str) -> list[str]:
     """What to do next, told from the resolution worktree as it actually is:
     conflict markers to edit, or files gone upstream and where they went."""
     res = out.resolution
@@ -208,3 +210,18 @@ def conflict_guidance(out: Outcome, ref: str) -> list[str]:
                      "file where that code lives now (git cannot tell which one of those it "
                      f"is); committing is optional; {FINISH}")
     return lines
+
+
+def refuse_unfinished(pending: dict | None, force: bool | None = None) -> None:
+    """An applying verb does not start over an operation stopped on a conflict
+    (pending, the state file): bad input, unless force is True. force None: the
+    verb has no --force to offer."""
+    if pending and not force:
+        fix = ("finish it with `overlay refresh --continue`, drop it with "
+               "`overlay refresh --abort`, or re-run with --force" if force is not None else
+               "finish it with `overlay refresh --continue` or drop it with "
+               "`overlay refresh --abort`")
+        from .errors import BadInput
+
+        raise BadInput(f"an unfinished {pending['operation']} stopped on a conflict in unit "
+                       f"'{pending['unit']}' (resolution worktree {pending['resolution']})", fix)

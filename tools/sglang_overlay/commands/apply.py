@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import click
 
-from .. import report, target, workflow
-from ..errors import FINDINGS, OK, BadInput
+from .. import output, report, target, workflow
+from ..errors import FINDINGS, OK
 from . import open_overlay
 
 
 def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_lock,
         offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline, writes="apply")
-    ref = sglang_ref or manifest.ref
-    if not ref:
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
+    ref = manifest.ref_or(sglang_ref)
     pending = workflow.load_pending(session)
-    if pending and not force:
-        raise BadInput(
-            f"an unfinished {pending['operation']} stopped on a conflict in unit "
-            f"'{pending['unit']}' (resolution worktree {pending['resolution']})",
-            "finish it with `overlay refresh --continue`, drop it with "
-            "`overlay refresh --abort`, or re-run with --force",
-        )
+    workflow.refuse_unfinished(pending, force)
     dest = opts.path(worktree) if worktree else target.default_target(manifest.root, ref)
     pre = target.preflight(session.workspace, dest, branch or target.branch_for(ref), force)
     target.prepare_resolution(session.workspace, dest, force, recorded=pending is not None)
@@ -33,9 +24,9 @@ def run(opts, sglang_ref, upstream, worktree, branch, force, no_lint, update_loc
 
     base, lock = session.resolve_pinned(ref, update_lock)
     if lock.status in ("mismatch", "different-history"):
-        click.secho(lock.message, err=True, fg="red", bold=True)
+        output.warn(lock.message, loud=True)
     elif lock.status == "locked":
-        report.note(lock.message)
+        output.info(lock.message)
 
     build = session.build(base)
     out = workflow.finish(session, build, pre, "apply", {}, run_lint=not no_lint)

@@ -25,8 +25,9 @@ from packaging.utils import canonicalize_name
 
 from .. import durable, paths, report, state, wheels
 from ..durable import PART, crash_point
-from ..engine import progress
 from ..errors import BadInput, Findings
+from ..output import progress
+from ..versions import same_version
 from . import open_overlay
 
 
@@ -35,14 +36,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     wheels.require("wheel", "wheel")
     if repack is None:
         wheels.require("build", "build")
-    upstream_wheel = None
-    if repack is not None:
-        repack = opts.existing(repack, "--repack")
-        upstream_wheel = wheels.WheelContents.read(repack)  # bad input fails here
-        if canonicalize_name(upstream_wheel.name) != wheels.PACKAGE:
-            raise BadInput(f"{repack}: a wheel of '{upstream_wheel.name}', not of sglang",
-                           "pass upstream's sglang wheel, e.g. `pip download --no-deps "
-                           "--only-binary :all: sglang==<version>`")
+    upstream_wheel = _upstream_wheel(opts.existing(repack, "--repack")) if repack else None
 
     manifest, session = open_overlay(opts, upstream, offline, writes="build")
     out_dir = opts.path(out) if out else manifest.root / "dist"
@@ -77,52 +71,14 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
                 upstream_version=up_version, method=method, overlay_hash=overlay_hash,
                 files=files))
 
-        rewritten = True
         if upstream_wheel is not None:
-            method, isolation = "repack", None
-            if not _same_version(upstream_wheel.version, up_version):
-                raise BadInput(
-                    f"{repack}: sglang {upstream_wheel.version}, but {build.ref} is sglang "
-                    f"{up_version}",
-                    f"pass the sglang=={up_version} wheel, or --sglang-ref the release "
-                    f"of version {upstream_wheel.version}")
-            contents = upstream_wheel
-            inside, skipped = wheels.map_changes(contents, changes)
-            progress(f"repacking {Path(repack).name} with {len(inside)} overlay files ...")
-            for c in inside:
-                if c.deleted:
-                    contents.entries.pop(c.relpath, None)
-                else:
-                    contents.entries[c.relpath] = ((project / c.relpath).read_bytes(), c.mode)
-            files = _digests(contents, inside)
-            contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
-            contents.set_version(version)
+            method, isolation, built, rewritten = "repack", None, None, True
+            contents, files, skipped = _repack(upstream_wheel, project, changes, build.ref,
+                                              up_version, version, embed)
         else:
             method = "source"
-            # The manifest goes into the tree as package data, so the backend
-            # packages it and its wheel is kept as it is when already canonical.
-            wheels.set_project_version(project / "pyproject.toml", version,
-                                       package_data=wheels.MANIFEST_ARCNAME.split("/", 1))
-            predicted = _predicted_files(project, changes)
-            in_tree = embed(predicted)
-            (project / wheels.MANIFEST_ARCNAME).write_bytes(in_tree)
-            progress(f"building sglang {version} from source ...")
-            built, isolation = wheels.build_from_source(project, tmp / "built", epoch, offline)
-            contents = wheels.WheelContents.read(built)
-            if contents.version != version:
-                raise Findings(f"the build backend made version {contents.version}, "
-                               f"expected {version}",
-                               "report this; the backend rewrote the version")
-            inside, skipped = wheels.map_changes(contents, changes)
-            inside, unpackaged = _check_packaged(contents, inside, project)
-            skipped += unpackaged
-            files = _digests(contents, inside)
-            packaged = contents.entries.get(wheels.MANIFEST_ARCNAME, (None,))[0]
-            if files == predicted and packaged == in_tree and contents.written_as(built, epoch):
-                rewritten = False
-            else:
-                contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
-                contents.set_version(version)  # drops RECORD; write() regenerates it
+            contents, built, isolation, files, skipped, rewritten = _from_source(
+                project, tmp, changes, version, epoch, offline, embed)
 
         if rewritten:
             progress("writing the wheel ...")
@@ -159,40 +115,39 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     if as_json:
         report.emit_json(result, 0)
         return 0
+    _show(result, upstream_wheel.path.name if upstream_wheel else None)
+    return 0
+
+
+def _show(result: dict, repacked: str | None) -> None:
+    """The build for people: its units, what a repack left out, the wheel."""
+    units, skipped, method = result["units"], result["skipped"], result["method"]
     click.echo(report.table(("UNIT", "KIND", "STATUS"),
                             [[u["name"], u["kind"], u["status"]] for u in units], color_col=2))
     click.echo("")
     for path in skipped if method == "repack" else ():
         click.echo(f"note: a repack cannot carry {path} (outside the wheel's packages); "
                    "build from source to include it")
-    how = "repacked from " + Path(repack).name if method == "repack" else (
-        "built from source, " + ("no build isolation" if isolation == "none" else "isolated"))
-    click.echo(f"{dest}")
-    click.echo(f"sha256 {digest}")
-    click.echo(f"sglang {version} on {build.ref} ({build.base[:12]}), {how}, "
+    isolated = "no build isolation" if result["isolation"] == "none" else "isolated"
+    how = "repacked from " + repacked if method == "repack" else "built from source, " + isolated
+    click.echo(result["wheel"])
+    click.echo(f"sha256 {result['sha256']}")
+    click.echo(f"sglang {result['version']} on {result['ref']} ({result['base'][:12]}), {how}, "
                f"{result['seconds']:.1f} s")
-    return 0
 
 
 def _digests(contents: wheels.WheelContents, inside) -> dict[str, str | None]:
-    return {c.relpath: None if c.deleted else wheels.sha256_bytes(contents.entries[c.relpath][0])
-            for c in inside}
+    rels = [(c, wheels.relpath(c.path)) for c in inside]
+    return {rel: None if c.deleted else wheels.sha256_bytes(contents.entries[rel][0])
+            for c, rel in rels}
 
 
 def _predicted_files(project: Path, changes) -> dict[str, str | None]:
     """The overlay's changes inside the project's top-level packages, by wheel path."""
     packages = {d.name for d in project.iterdir() if (d / "__init__.py").is_file()}
-    return {c.relpath: None if c.deleted else wheels.sha256_file(project / c.relpath)
-            for c in changes if "/" in c.relpath and c.relpath.split("/", 1)[0] in packages}
-
-
-def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
+    rels = [(c, wheels.relpath(c.path)) for c in changes]
+    return {rel: None if c.deleted else wheels.sha256_file(project / rel)
+            for c, rel in rels if "/" in rel and rel.split("/", 1)[0] in packages}
 
 
 def _refuse_other_method(dest: Path, method: str) -> None:
@@ -218,15 +173,16 @@ def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path)
     """
     kept, left_out = [], []
     for c in inside:
-        have = contents.entries.get(c.relpath)
+        rel = wheels.relpath(c.path)
+        have = contents.entries.get(rel)
         if c.deleted:
             if have is not None:
-                raise Findings(f"the built wheel still has {c.relpath}, which the overlay "
+                raise Findings(f"the built wheel still has {rel}, which the overlay "
                                "deletes", "report this; the build picked up a stale file")
             kept.append(c)
-        elif have is None and not c.relpath.endswith(".py"):
+        elif have is None and not rel.endswith(".py"):
             left_out.append(c.path)
-        elif have is None or have[0] != (project / c.relpath).read_bytes():
+        elif have is None or have[0] != (project / rel).read_bytes():
             raise Findings(
                 f"the build backend did not package {c.path} as the overlay has it",
                 "put it in a directory upstream's [tool.setuptools.packages.find] picks up "
@@ -234,3 +190,68 @@ def _check_packaged(contents: wheels.WheelContents, inside: list, project: Path)
         else:
             kept.append(c)
     return kept, left_out
+
+
+def _upstream_wheel(path: Path) -> wheels.WheelContents:
+    """--repack: upstream's sglang wheel, read (bad input when it is not one)."""
+    contents = wheels.WheelContents.read(path)  # bad input fails here
+    if canonicalize_name(contents.name) != wheels.PACKAGE:
+        raise BadInput(f"{path}: a wheel of '{contents.name}', not of sglang",
+                       "pass upstream's sglang wheel, e.g. `pip download --no-deps "
+                       "--only-binary :all: sglang==<version>`")
+    return contents
+
+
+def _repack(contents: wheels.WheelContents, project: Path, changes, ref: str, up_version: str,
+            version: str, embed):
+    """Upstream's wheel with the overlay's files in its packages, the embedded
+    manifest and the new version. (contents, files, skipped)."""
+    name = contents.path.name
+    if not same_version(contents.version, up_version):
+        raise BadInput(
+            f"{contents.path}: sglang {contents.version}, but {ref} is sglang {up_version}",
+            f"pass the sglang=={up_version} wheel, or --sglang-ref the release "
+            f"of version {contents.version}")
+    inside, skipped = wheels.map_changes(contents, changes)
+    progress(f"repacking {name} with {len(inside)} overlay files ...")
+    for c in inside:
+        rel = wheels.relpath(c.path)
+        if c.deleted:
+            contents.entries.pop(rel, None)
+        else:
+            contents.entries[rel] = ((project / rel).read_bytes(), c.permissions)
+    files = _digests(contents, inside)
+    contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
+    contents.set_version(version)
+    return contents, files, skipped
+
+
+def _from_source(project: Path, tmp: Path, changes, version: str, epoch: int, offline: bool,
+                 embed):
+    """The exported project built by its backend, the embedded manifest put in as
+    package data. (contents, built wheel, isolation, files, skipped, rewritten):
+    rewritten is False when the backend's wheel is already canonical and kept."""
+    # The manifest goes into the tree as package data, so the backend
+    # packages it and its wheel is kept as it is when already canonical.
+    wheels.set_project_version(project / "pyproject.toml", version,
+                               package_data=wheels.MANIFEST_ARCNAME.split("/", 1))
+    predicted = _predicted_files(project, changes)
+    in_tree = embed(predicted)
+    (project / wheels.MANIFEST_ARCNAME).write_bytes(in_tree)
+    progress(f"building sglang {version} from source ...")
+    built, isolation = wheels.build_from_source(project, tmp / "built", epoch, offline)
+    contents = wheels.WheelContents.read(built)
+    if contents.version != version:
+        raise Findings(f"the build backend made version {contents.version}, "
+                       f"expected {version}",
+                       "report this; the backend rewrote the version")
+    inside, skipped = wheels.map_changes(contents, changes)
+    inside, unpackaged = _check_packaged(contents, inside, project)
+    skipped += unpackaged
+    files = _digests(contents, inside)
+    packaged = contents.entries.get(wheels.MANIFEST_ARCNAME, (None,))[0]
+    if files == predicted and packaged == in_tree and contents.written_as(built, epoch):
+        return contents, built, isolation, files, skipped, False
+    contents.entries[wheels.MANIFEST_ARCNAME] = (embed(files), 0o644)
+    contents.set_version(version)  # drops RECORD; write() regenerates it
+    return contents, built, isolation, files, skipped, True

@@ -40,7 +40,7 @@ def _check_one(root: str, cache_dir: str | None, url: str, offline: bool,
     for r in build.results:
         cell = {"status": r.status, "files": r.files, "detail": r.detail, "hunks": r.hunks,
                 # what the build said, before lint's verdict
-                "applied": r.status, "applied_detail": r.detail}
+                "applied": r.status, "applied_detail": r.detail, "variant": r.unit.variant}
         mine = [f for f in findings if f.unit == r.unit.name and f.severity == "error"]
         if mine and r.status not in (CONFLICT, RETIRED):
             cell.update(status=LINT_ERROR, detail="; ".join(f.text() for f in mine))
@@ -81,20 +81,13 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
     refs = _refs(session, sglang_refs, tags)
     resolved = session.mirror.resolve_many(refs, offline=offline)
     lock_notes = []
-    m = manifest
     for i, r in enumerate(resolved):
         # the pinned ref is checked on its locked commit, as apply builds it
-        # (also on a mirror with GitHub's history, which has that commit)
-        if r.ref != m.ref or not m.commit or r.commit == m.commit:
-            continue
-        if session.mirror.ensure_commit(m.commit, f"fetching locked {m.commit[:12]}"):
-            lock_notes.append(f"LOCK MISMATCH: {r.ref} now resolves to {r.commit} upstream; "
-                              f"checked the locked {m.commit} (see `overlay apply --update-lock`)")
-            resolved[i] = Resolved(r.ref, m.commit, r.refname)
-        elif not session.is_manifest_upstream:
-            lock_notes.append(f"DIFFERENT HISTORY: {session.url} does not have the locked "
-                              f"{m.commit}; checked its {r.ref} ({r.commit}), the lock is not "
-                              "checked")
+        if not manifest.commit:
+            break  # nothing locked (check never writes the lock)
+        resolved[i], lock = session.honour_lock(r)
+        if lock.status in ("mismatch", "different-history"):
+            lock_notes.append(lock.message)
     session.workspace.ensure()
     session.pin_commit()  # 3-way bases and "was it new at the pin" need it
     jobs = jobs or os.cpu_count() or 1
@@ -112,7 +105,7 @@ def run(opts, sglang_refs, tags, upstream, offline, markdown, jobs, as_json) -> 
               for col in columns for c in col["cells"].values())
     code = FINDINGS if bad else OK
     headers = ["UNIT", *[c["ref"] for c in columns]]
-    rows = [[u.name, *[col["cells"][u.name]["status"] for col in columns]]
+    rows = [[u.name, *[_cell_text(col["cells"][u.name]) for col in columns]]
             for u in manifest.units]
     if markdown:
         _write_markdown(opts.path(markdown), manifest, headers, rows, notes, columns)
@@ -153,10 +146,30 @@ def _provides_from(session, manifest, columns, i: int, files: list[str]) -> str:
     return releases.first_release(session, holds, after, ref) or ref
 
 
+def _cell_text(cell: dict) -> str:
+    """The status, and the variant that applied when it is not the unit's own content."""
+    return cell["status"] + (f" (variant {cell['variant']})" if cell.get("variant") else "")
+
+
+def _variant_notes(u, columns: list[dict]) -> list[str]:
+    """Which of the unit's contents applied on which refs, when it has variants."""
+    if not u.variants:
+        return []
+    used: dict[str, list[str]] = {}
+    for col in columns:
+        cell = col["cells"][u.name]
+        if cell["status"] != RETIRED:
+            used.setdefault(cell.get("variant") or "", []).append(col["ref"])
+    parts = [(f"variant from {v}" if v else "its own patch" if u.kind == "patch"
+              else "its own files") + " on " + ", ".join(refs) for v, refs in used.items()]
+    return [f"{u.name}: " + "; ".join(parts)] if parts else []
+
+
 def _notes(session, manifest, columns: list[dict]) -> list[str]:
-    """Where upstream caught up, and what conflicts."""
+    """Which variants applied, where upstream caught up, and what conflicts."""
     notes = []
     for u in manifest.units:
+        notes += _variant_notes(u, columns)
         for i, col in enumerate(columns):
             cell = col["cells"][u.name]
             # the build's status: a lint error in the cell must not hide it

@@ -13,7 +13,7 @@ from ..durable import crash_point
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..manifest import MANIFEST_NAME, load, with_lock
-from ..upstream import Cache, normalize_url
+from ..upstream import Cache, is_url, normalize_url
 from . import hold_for_command
 
 MANIFEST_HEADER = """\
@@ -65,7 +65,7 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     # the user's setting says ($SGLANG_OVERLAY_UPSTREAM, a [mirrors] entry).
     if upstream:
         url = normalize_url(upstream, base=opts.directory)
-        stored = upstream if "://" in upstream or "@" in upstream else url[len("file://"):]
+        stored = upstream if is_url(upstream) else url[len("file://"):]
         choice = userconfig.Choice(url, "--upstream", None)
     else:
         stored = userconfig.GITHUB_URL

@@ -15,16 +15,14 @@ the same version was installed before.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import click
 
-from .. import report, wheels
+from .. import output, report, wheels
 from ..errors import BadInput
+from ..interpreters import interpreter
 from ..manifest import load
 from . import open_root
 
@@ -86,31 +84,8 @@ def run(opts, python, no_deps, wheel, as_json, gpu_deps: bool = False) -> int:
     return 0
 
 
-def interpreter(python: str | None, base: Path | None = None) -> str:
-    """The target interpreter's path; bad input when it does not exist or run.
-
-    A name without a slash is looked up on PATH; a relative path is taken from
-    base (the -C directory).
-    """
-    if not python:
-        return sys.executable
-    p = Path(python).expanduser()
-    if base is not None and "/" in python and not p.is_absolute():
-        p = base / p
-    found = str(p.absolute()) if p.exists() else shutil.which(python)
-    if not found or Path(found).is_dir():
-        raise BadInput(f"--python {python}: no such interpreter",
-                       "pass the path of the environment's python, e.g. .venv/bin/python")
-    try:
-        subprocess.run([found, "-c", "pass"], check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        raise BadInput(f"--python {python}: does not run as a Python interpreter",
-                       "pass the path of the environment's python, e.g. .venv/bin/python") from None
-    return found
-
-
 def _pip(cmd: list[str], py: str) -> None:
-    if sys.stderr.isatty():
+    if output.is_terminal():
         # stream for people watching; keep stdout clean for --json
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         lines = []
@@ -118,8 +93,7 @@ def _pip(cmd: list[str], py: str) -> None:
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace")
             lines.append(line)
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            output.passthrough(line)
         rc = proc.wait()
         out = "".join(lines)
     else:
@@ -127,8 +101,8 @@ def _pip(cmd: list[str], py: str) -> None:
         rc, out = proc.returncode, proc.stdout.decode("utf-8", "replace")
     if rc == 0:
         return
-    if not sys.stderr.isatty():
-        sys.stderr.write(out)
+    if not output.is_terminal():
+        output.passthrough(out)
     last = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip()), "no output")
     if "No module named pip" in out:
         raise BadInput(f"{py} has no pip", f"run `{py} -m ensurepip`, then install again")

@@ -14,13 +14,8 @@ from . import open_overlay
 
 def run(opts, sglang_ref, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline)
-    ref = sglang_ref or manifest.ref
-    base, lock = session.resolve_pinned(ref) if ref else (None, None)
-    if base is None:
-        from ..errors import BadInput
-
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
+    ref = manifest.ref_or(sglang_ref)
+    base, _lock = session.resolve_pinned(ref)
     build = session.build(base)
     started = time.perf_counter()
     findings = lint_mod.lint_build(session, build)

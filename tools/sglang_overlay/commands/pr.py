@@ -1,14 +1,19 @@
 """`overlay pr`: an upstream-ready pull request for one unit.
 
 1. The unit and the units it `requires` (recursively, in manifest order) are
-   applied on the base (default: the pinned ref) with ``Session.build``.
+   applied on the base (default: the pinned ref) with ``Session.build``, each
+   as its variant for that base. A unit whose files the base already has
+   (upstream-provides) stops here with exit 1, naming since which release and
+   the replacement's size, unless --replace: then its subject and message say
+   it replaces upstream's implementation.
 2. Each is replayed in a temporary worktree as one commit in upstream's style
    (plain imperative subject, details in the body, no overlay trailers). A
    model unit (a files unit some [[model]] names) also gets the model's
    ``ModelCase`` in the generation suite and its row in
-   ``docs/supported_models/generative_models.md``. The changed .py files are
-   formatted with the black and isort versions the checkout pins in
-   ``.pre-commit-config.yaml`` (a cached tool environment).
+   ``docs/supported_models/generative_models.md``. The changed lines of the
+   .py files are formatted with the black and isort versions the checkout pins
+   in ``.pre-commit-config.yaml`` (a cached tool environment). Messages carry
+   the unit's whole description, without DEP-3 fields.
 3. Only then is anything written: the branch ``pr/<unit>`` in the overlay's
    workspace repository, ``git format-patch`` files and ``PR_BODY.md`` in the
    output directory (default ``<overlay>/pr/<unit>/``), the unit's
@@ -24,7 +29,8 @@ to ``<remote url>#pr/<unit>`` after --push, else ``prepared:pr/<unit>``. A
 value that neither ``overlay pr`` wrote nor is "no"/"not-needed" (the URL of
 the real pull request, once you record it) is kept.
 
-Exit codes: 0 ok, 1 the units conflict on the base or change nothing there,
+Exit codes: 0 ok, 1 the units conflict on the base, change nothing there, or
+upstream has the unit's files (without --replace),
 2 bad input (unknown unit, base, remote; formatter environment unavailable).
 """
 
@@ -43,10 +49,12 @@ from .. import durable, journal, modeldocs, prbody, report
 from ..durable import crash_point
 from ..errors import OK, BadInput, Findings
 from ..formatters import PRE_COMMIT_CONFIG, ToolEnv, parse_pins
-from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git
+from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
+from ..upstream import is_url
+from ..versions import is_release, version_key
 from . import open_overlay
 
 BRANCH_PREFIX = "pr/"
@@ -60,12 +68,12 @@ IMPERATIVE = {
     "enable", "ensure", "expose", "extend", "fix", "handle", "implement", "improve",
     "introduce", "keep", "let", "make", "merge", "move", "optimize", "pass", "raise",
     "refactor", "register", "remove", "rename", "replace", "reset", "return", "reuse",
-    "revert", "run", "set", "simplify", "skip", "speed", "split", "support", "update",
+    "revert", "run", "set", "simplify", "skip", "speed", "split", "support", "test", "update",
     "use",
 }
 
 
-def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
+def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=False) -> int:
     manifest, session = open_overlay(opts, upstream, offline, writes="pr")
     root = manifest.root
     unit = manifest.unit(unit_name)
@@ -76,10 +84,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
     branch = BRANCH_PREFIX + unit.name
     push_url = resolve_remote(root, push, offline, opts.directory) if push else None
     out_dir = opts.path(out) if out else root / "pr" / unit.name
-    ref = base or manifest.ref
-    if not ref:
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --base given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --base')
+    ref = manifest.ref_or(base, "--base")
 
     resolved, _lock = session.resolve_pinned(ref)
     build = session.build(resolved, units=units)
@@ -88,10 +93,20 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
         raise Findings(f"the PR's units do not apply on {ref}: conflict in {names}",
                        f"run `overlay apply --sglang-ref {ref}` and resolve it first")
 
+    replaced = _replacements(session, build, resolved)
+    if replaced and not replace:
+        name, rep = next(iter(replaced.items()))
+        raise Findings(
+            f"upstream has {rep.what} since {rep.since}; unit '{name}' would replace it on "
+            f"{ref} ({rep.size})",
+            "pass --replace to prepare a PR that replaces upstream's implementation, or "
+            "retire the unit (`overlay upgrade` does)")
+
     ws = session.workspace
     author = _author(root)
     date = int(ws.git.run("show", "-s", "--format=%ct", resolved.commit))
-    series = _replay(session, manifest, build, units, resolved.commit, author, date, offline)
+    series = _replay(session, manifest, build, units, resolved.commit, author, date, offline,
+                     replaced)
     if unit.name not in series.committed:
         raise Findings(f"unit '{unit.name}' changes nothing on {ref}: upstream already has it",
                        f"record it with applied-upstream = \"{ref}\" in overlay.toml")
@@ -101,12 +116,13 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
     models = [m.hf_id for u in units for m in manifest.models_of(u) if m.hf_id]
     info = prbody.PRInfo(
         unit_name=unit.name,
-        motivation=_motivation(unit, units),
+        motivation=_motivation(unit, units, replaced),
         files=files,
         commits=[s for _, s in series.commits],
         formatting=series.formatting_note,
         models=list(dict.fromkeys(models)),
         extras=series.extras,
+        checked=_checked(files, series),
     )
     evidence = prbody.find_evidence(root, info.models)
     body = prbody.render(series.template, info, evidence)
@@ -147,6 +163,9 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
                      else "not-run"),
         "pushed": pushed,
         "forwarded": forwarded,
+        "replaces": {n: {"files": r.files, "since": r.since, "added": r.added,
+                         "removed": r.removed} for n, r in replaced.items()},
+        "checked": list(info.checked),
     }
     if as_json:
         report.emit_json(result, OK)
@@ -170,6 +189,105 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json) -> int:
         click.echo("not pushed (pass --push REMOTE to push the branch)")
     click.echo(f"forwarded: {forwarded[unit.name]}")
     return OK
+
+
+# --- what the PR replaces upstream already has ----------------------------------------
+
+
+@dataclass
+class Replacement:
+    files: list[str]
+    since: str  # the first release with the files, or the base when none is known
+    added: int
+    removed: int
+    upstream_lines: int
+
+    @property
+    def what(self) -> str:
+        return "its own " + ", ".join(self.files)
+
+    @property
+    def size(self) -> str:
+        return f"+{self.added} -{self.removed}"
+
+
+def _replacements(session, build, base) -> dict[str, Replacement]:
+    """Units whose files the base already has (upstream-provides): what they replace."""
+    out = {}
+    git = session.workspace.git
+    for r in build.results:
+        if r.status != UPSTREAM_PROVIDES or r.commit is None:
+            continue
+        added = removed = lines = 0
+        for line in git.run("diff", "--numstat", "--no-renames", r.parent, r.commit, "--",
+                            *r.files).splitlines():
+            a, d, _path = line.split("\t", 2)
+            added += int(a) if a != "-" else 0
+            removed += int(d) if d != "-" else 0
+        for f in r.files:
+            lines += len(git.object_bytes(git.run("rev-parse", f"{r.parent}:{f}"))
+                         .splitlines())
+        out[r.unit.name] = Replacement(list(r.files), _since(session, r.files[0], base),
+                                       added, removed, lines)
+    return out
+
+
+def _since(session, path: str, base) -> str:
+    """The first release tag (up to base) that has path: a binary search over the
+    release tags after the pin, fetching only the tags it probes."""
+    pin = session.manifest.ref
+    try:
+        tags = _local_tags(session.mirror) if session.offline else session.mirror.list_tags()
+    except BadInput:
+        return base.ref
+    top = version_key(base.ref) if is_release(base.ref) else None
+    cands = sorted((t for t in tags if is_release(t) and (top is None or version_key(t) <= top)
+                    and not (pin and is_release(pin) and version_key(t) <= version_key(pin))),
+                   key=version_key)
+    git = session.mirror.git
+
+    def has(tag: str) -> bool:
+        sha = tags[tag]
+        if not session.mirror.ensure_commit(sha, f"fetching {tag}"):
+            return False
+        return git.result("cat-file", "-e", f"{sha}:{path}").ok
+
+    lo, hi, found = 0, len(cands) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if has(cands[mid]):
+            found, hi = cands[mid], mid - 1
+        else:
+            lo = mid + 1
+    return found or base.ref
+
+
+def _local_tags(mirror) -> dict[str, str]:
+    """The tags the mirror already has (--offline): name -> commit."""
+    out = mirror.git.run("for-each-ref", "--format=%(refname:strip=2) %(*objectname) "
+                         "%(objectname)", "refs/tags") if mirror.git else ""
+    tags = {}
+    for line in out.splitlines():
+        name, *shas = line.split()
+        tags[name] = shas[0]  # the peeled commit of an annotated tag comes first
+    return tags
+
+
+def _checked(files: list[prbody.FileChange], series: "Series") -> tuple[str, ...]:
+    """The checklist items the PR does: tests, docs, formatting."""
+    out = []
+    if series.formatters:
+        out.append(prbody.CHECK_FORMAT)
+    if any(_is_test(f.path) for f in files):
+        out.append(prbody.CHECK_TESTS)
+    if any(f.path.startswith("docs/") for f in files):
+        out.append(prbody.CHECK_DOCS)
+    return tuple(out)
+
+
+def _is_test(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return path.startswith("test/") or "/test/" in path or name.startswith("test_")
 
 
 # --- which units -------------------------------------------------------------------
@@ -205,7 +323,7 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
     url = configured.out.strip() if configured.ok and configured.out.strip() else None
     local = False
     if url is None:
-        if re.match(r"^[a-z][a-z0-9+.-]*://", remote) or re.match(r"^[\w.-]+@[\w.-]+:", remote):
+        if is_url(remote):
             url = remote
         else:
             path = Path(remote).expanduser()
@@ -216,7 +334,7 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
                                "repository", f"add it with `git -C {root} remote add <name> "
                                "<url>`, or pass the URL of your fork")
             url, local = str(path.resolve()), True
-    elif not re.match(r"^[a-z][a-z0-9+.-]*://", url) and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+    elif not is_url(url):
         path = Path(url).expanduser()
         url, local = str(path if path.is_absolute() else (root / path).resolve()), True
     local = local or url.startswith("file://")
@@ -259,7 +377,7 @@ class Series:
         changed = (f"; they changed {', '.join(f'`{f}`' for f in self.formatted)}"
                    if self.formatted else "; they changed nothing")
         return (f"Formatted with {tools}, as pinned in `{PRE_COMMIT_CONFIG}`, "
-                f"on the changed Python files{changed}.")
+                f"on the changed lines of the Python files{changed}.")
 
 
 def _author(root: Path) -> tuple[str, str]:
@@ -269,13 +387,6 @@ def _author(root: Path) -> tuple[str, str]:
     if name.ok and email.ok and name.out.strip() and email.out.strip():
         return name.out.strip(), email.out.strip()
     return IDENTITY_NAME, IDENTITY_EMAIL
-
-
-def _env(author: tuple[str, str], date: int) -> dict[str, str]:
-    stamp = f"{date} +0000"
-    return {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-            "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_NAME": author[0],
-            "GIT_COMMITTER_EMAIL": author[1], "GIT_COMMITTER_DATE": stamp}
 
 
 def subject(unit: Unit) -> str:
@@ -290,16 +401,47 @@ def subject(unit: Unit) -> str:
     return "Add " + text
 
 
-def _body(unit: Unit) -> str:
-    """The description without its first line (the summary), or the summary alone."""
-    lines = unit.description.strip().splitlines()
-    return "\n".join(lines[1:]).strip() or unit.summary
+# DEP-3 patch-header fields: the overlay's bookkeeping, never upstream's commits.
+DEP3 = re.compile(r"^(Description|Subject|Origin|Bug(-[A-Za-z]+)?|Forwarded|Author|From|"
+                  r"Reviewed-by|Acked-by|Last-Update|Applied-Upstream):\s", re.I)
 
 
-def message(unit: Unit, extra: str) -> str:
-    lines = unit.description.strip().splitlines()
+def _description(unit: Unit) -> list[str]:
+    """The unit's description as upstream reads it: its lines, DEP-3 fields out."""
+    return [ln for ln in unit.description.strip().splitlines() if not DEP3.match(ln)]
+
+
+def _body(unit: Unit, rep: "Replacement | None" = None) -> str:
+    """The whole description but its first line (the summary), or the summary alone;
+    for a replacement, first what it replaces."""
+    lines = _description(unit)
+    body = "\n".join(lines[1:]).strip() or unit.summary
+    return (replacing_text(rep) + "\n\n" + body) if rep else body
+
+
+def replacing_text(rep: "Replacement") -> str:
+    files = ", ".join(rep.files)
+    return textwrap.fill(
+        f"This replaces upstream's {files} ({rep.upstream_lines} lines, in SGLang since "
+        f"{rep.since}) with the implementation described below ({rep.size}).",
+        width=72, break_long_words=False, break_on_hyphens=False)
+
+
+def replace_subject(unit: Unit, rep: "Replacement") -> str:
+    text = subject(unit)
+    first, _, rest = text.partition(" ")
+    if first == "Add":
+        text = rest
+    name = rep.files[0].rsplit("/", 1)[-1]
+    return f"Replace {name} with {text[:1].lower() + text[1:] if text[1:2].islower() else text}"
+
+
+def message(unit: Unit, extra: str, rep: "Replacement | None" = None) -> str:
+    lines = _description(unit)
     body = "\n".join(lines[1:]).strip()
-    msg = subject(unit) + "\n"
+    if rep:
+        body = replacing_text(rep) + ("\n\n" + body if body else "")
+    msg = (replace_subject(unit, rep) if rep else subject(unit)) + "\n"
     if body:
         msg += "\n" + body + "\n"
     if extra:
@@ -308,25 +450,28 @@ def message(unit: Unit, extra: str) -> str:
     return msg
 
 
-def _motivation(unit: Unit, units: list[Unit]) -> str:
-    text = _body(unit)
+def _motivation(unit: Unit, units: list[Unit], replaced: dict | None = None) -> str:
+    replaced = replaced or {}
+    text = _body(unit, replaced.get(unit.name))
     others = [u for u in units if u.name != unit.name]
     if others:
-        text += ("\n\nIt needs the following change, included in this pull request as "
-                 "its own commit:" if len(others) == 1 else
-                 "\n\nIt needs the following changes, included in this pull request as "
-                 "their own commits:")
+        text += ("\n\nThis pull request also includes, as a separate commit:"
+                 if len(others) == 1 else
+                 "\n\nThis pull request also includes, as separate commits:")
         for u in others:
-            text += f"\n\n- **{subject(u)}**: " + " ".join(_body(u).split())
+            rep = replaced.get(u.name)
+            title = replace_subject(u, rep) if rep else subject(u)
+            text += f"\n\n- **{title}**: " + " ".join(_body(u, rep).split())
     return text
 
 
 def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
-            author: tuple[str, str], date: int, offline: bool) -> Series:
+            author: tuple[str, str], date: int, offline: bool,
+            replaced: dict | None = None) -> Series:
     """One commit per unit on base, in a temporary worktree; the branch head last."""
     ws = session.workspace
     series = Series()
-    env = _env(author, date)
+    env = identity_env(date, author)
     with durable.scratch(session.cache.root, "pr") as tmp:
         wt = Path(tmp) / "checkout"
         with ws.lock:
@@ -344,7 +489,7 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                 if res.status == UPSTREAM_PROVIDES:
                     series.warnings.append(
                         f"unit '{res.unit.name}': upstream already has its files on this "
-                        f"base and the PR replaces them ({res.detail})")
+                        f"base and the PR replaces them (--replace; {res.detail})")
                 diff = ws.git.run_bytes("diff", "--binary", "--full-index", res.parent,
                                         res.commit)
                 r = g.result("apply", "--index", "--3way", "-", stdin=diff)
@@ -358,11 +503,11 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                                 "HEAD").splitlines()
                 py = [f for f in changed if f.endswith(".py")]
                 if tools is not None and py:
-                    series.formatted += tools.format(wt, py)
+                    series.formatted += tools.format(wt, py, _changed_lines(g, py))
                     g.run("add", "-A", ".")
                 if not g.run("diff", "--cached", "--name-only", "HEAD"):
                     continue
-                msg = message(res.unit, extra_msg)
+                msg = message(res.unit, extra_msg, (replaced or {}).get(res.unit.name))
                 g.run("commit", "--quiet", "--no-verify", "-F", "-", stdin=msg.encode(),
                       env=env)
                 series.commits.append((g.run("rev-parse", "HEAD"), msg.splitlines()[0]))
@@ -372,6 +517,22 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                 ws.remove_worktree(wt)
     series.formatted = list(dict.fromkeys(series.formatted))
     return series
+
+
+def _changed_lines(g: Git, paths: list[str]) -> dict[str, set[int]]:
+    """The lines of each staged file that differ from HEAD (all of a new file's)."""
+    out: dict[str, set[int]] = {p: set() for p in paths}
+    cur = None
+    for line in g.run("diff", "--cached", "-U0", "--no-renames", "HEAD", "--",
+                      *paths).splitlines():
+        if line.startswith("+++ "):
+            cur = line[6:] if line.startswith("+++ b/") else None
+            continue
+        m = re.match(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
+        if m and cur in out:
+            start, n = int(m.group(1)), int(m.group(2) or 1)
+            out[cur].update(range(start, start + n))
+    return out
 
 
 def _read(wt: Path, rel: str) -> str | None:

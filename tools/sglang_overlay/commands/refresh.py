@@ -72,7 +72,8 @@ def run(opts, worktree, continue_, abort, as_json) -> int:
 
 def _continue(session, pending: dict, as_json: bool) -> int:
     m = session.manifest
-    unit = m.unit(pending["unit"])
+    unit = session.variant_for(m.unit(pending["unit"]),
+                               Resolved(pending["ref"], pending["base"], None))
     res = Path(pending["resolution"])
     if not res.is_dir() or not session.workspace.owns(res):
         raise BadInput(f"the resolution worktree {res} is gone",
@@ -115,8 +116,9 @@ def _continue(session, pending: dict, as_json: bool) -> int:
 
     # an apply: the resolution becomes the unit's patch now, then apply again
     tx = journal.Transaction(m.root)
+    at = Resolved(pending["ref"], pending["base"], None)
     for name, p in session.patch_overrides.items():
-        tx.write(m.unit(name).patch, Path(p).read_bytes())
+        tx.write(session.variant_for(m.unit(name), at).patch, Path(p).read_bytes())
     written = tx.commit()
     crash_point("continue-written")
     session.patch_overrides = {}
@@ -207,6 +209,8 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
         parent = g.run("rev-parse", f"{c}^")
         name = _trailer(g, c)
         unit = next((u for u in m.units if u.name == name and not u.retired), None)
+        if unit is not None:  # the variant the worktree was built with
+            unit = session.variant_for(unit, Resolved(base, base, None))
         if unit is None:
             text, row = _new_unit(g, tx, text, names, parent, c)
         elif unit.kind == "files":
@@ -280,7 +284,7 @@ def _files_back(g, tx, text, m, unit, parent, c):
     files = list(unit.files)
     touched = []
     for ch in export.changes(g, parent, c):
-        dest = f"overlay/{ch.path}"
+        dest = f"{unit.files_root}/{ch.path}"
         if ch.status == "D":
             if ch.path in unit.files:
                 files.remove(ch.path)
@@ -291,7 +295,7 @@ def _files_back(g, tx, text, m, unit, parent, c):
             if ch.path not in listed:
                 files.append(ch.path)
         touched.append(dest)
-    if files != list(unit.files):
+    if files != list(unit.files) and not unit.variant:
         text = with_unit_keys(text, unit.name, files=files)
     return text, [unit.name, "files", "", touched]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import click
 
 from .. import durable, repolock, report, shards, suite as suite_mod, target
-from ..engine import progress
+from ..output import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
 from ..manifest import load
@@ -60,10 +60,7 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
                            "or --model", "merge in a separate `overlay test --merge-reports`")
         return _merge(opts, root, report_dirs, as_json)
     manifest = load(root)
-    ref = sglang_ref or manifest.ref
-    if not ref:
-        raise BadInput(f"{manifest.path}: upstream.ref: missing and no --sglang-ref given",
-                       'pin a ref with ref = "v0.5.1" under [upstream], or pass --sglang-ref')
+    ref = manifest.ref_or(sglang_ref)
     standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
     if standin is not None:
         runner = suite_mod.RUNNER_STANDIN

@@ -32,7 +32,14 @@ from ..changelog import add_line
 from ..durable import crash_point
 from ..engine import Session
 from ..errors import FINDINGS, OK, BadInput
-from ..manifest import MANIFEST_NAME, load, with_lock, with_unit_keys
+from ..manifest import (
+    MANIFEST_NAME,
+    load,
+    unreachable_variants,
+    with_lock,
+    with_unit_keys,
+    with_variants_dropped,
+)
 from ..units import ALREADY_UPSTREAM, APPLIED_MOVED, UPSTREAM_PROVIDES
 from ..units import Stage
 from ..units import edit as edits
@@ -45,14 +52,7 @@ UNFINISHED = ".overlay/upgrade.json"  # written with the upgraded overlay, remov
 
 def run(opts, to_ref, yes, upstream, offline, as_json) -> int:
     manifest, session = open_overlay(opts, upstream, offline, writes="upgrade")
-    pending = workflow.load_pending(session)
-    if pending:
-        raise BadInput(
-            f"an unfinished {pending['operation']} stopped on a conflict in unit "
-            f"'{pending['unit']}' (resolution worktree {pending['resolution']})",
-            "finish it with `overlay refresh --continue` or drop it with "
-            "`overlay refresh --abort`",
-        )
+    workflow.refuse_unfinished(workflow.load_pending(session))
     if to_ref == manifest.ref:
         unfinished = _unfinished(manifest.root)
         if unfinished and unfinished.get("to") == to_ref:
@@ -110,8 +110,10 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                            "nothing was written",
                            f"pin a release at or after {pinback.earliest(m, revived)}, or "
                            "restore the units by hand and resolve with `overlay apply`")
-        patches = {u.name: work.patch_file(u).read_bytes()
-                   for u in wm.units if u.kind == "patch" and not u.retired}
+        # every patch (the unit's own and its variants'), as the stand-in has them
+        patches = {c.patch: work.patch_file(c).read_bytes()
+                   for u in wm.units if u.kind == "patch" and not u.retired
+                   for c in wm.all_contents(u)}
     if not build.ok:
         return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
 
@@ -123,6 +125,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             tx.write(rel, data)
     actions: dict[str, str] = {}
     regenerated = []
+    dropped_variants: list[str] = []
     statuses = {r.unit.name: r.status for r in first.results}
     for r in build.results:
         u = next(x for x in m.units if x.name == r.unit.name)
@@ -131,24 +134,30 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             continue
         if u.name in retire:
             text = with_unit_keys(text, u.name, applied_upstream=retire_at[u.name])
-            if u.kind == "files":
-                for rel in m.unit_files(u):
-                    tx.delete(f"overlay/{rel}")
-            elif u.kind == "patch":
-                tx.delete(u.patch)
+            for c in m.all_contents(u):
+                if c.kind == "files":
+                    for rel in m.unit_files(c):
+                        tx.delete(f"{c.files_root}/{rel}")
+                elif c.kind == "patch":
+                    tx.delete(c.patch)
             actions[u.name] = f"retired ({retire[u.name]})"
             continue
+        text, note = _drop_variants(m, u, to_ref, text, tx)
+        if note:
+            dropped_variants.append(f"`{u.name}` {note}")
         if u.kind == "patch":
-            current = patches.get(u.name) or session.patch_file(u).read_bytes()
+            v = r.unit  # the variant the build used on REF
+            current = patches.get(v.patch) or session.patch_file(v).read_bytes()
             g = session.workspace.git
             fresh = export.with_new_diff(current, export.diff(g, r.parent, r.commit or r.parent), g)
-            if fresh != tx.read(u.patch):
-                tx.write(u.patch, fresh)
+            if fresh != tx.read(v.patch):
+                tx.write(v.patch, fresh)
                 regenerated.append(u.name)
-                actions[u.name] = f"regenerated ({_why(r)})"
+                actions[u.name] = f"regenerated ({_why(r)})" + (f"; {note}" if note else "")
                 continue
-        actions[u.name] = "kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else \
-            "kept (upstream provides it; pass --yes to retire)"
+        actions[u.name] = ("kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else
+                           "kept (upstream provides it; pass --yes to retire)") + \
+            (f"; {note}" if note else "")
         if u.name in revived:
             actions[u.name] = f"brought back (applied upstream only in {u.applied_upstream})"
     retired = list(retire)
@@ -159,7 +168,8 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
         _changelog_line(from_ref, to_ref, retire_at, regenerated,
-                        {n: m.unit(n).applied_upstream for n in revived})).encode())
+                        {n: m.unit(n).applied_upstream for n in revived},
+                        dropped_variants)).encode())
     # recorded with the change itself: a run killed before the worktree is made
     # leaves the record, and the next `upgrade --to REF` makes the worktree
     record = {"from": from_ref, "to": to_ref, "base": base.commit}
@@ -301,7 +311,34 @@ def _first_release(session, unit, from_ref, to_ref) -> str:
     return releases.first_release(session, holds, from_ref, to_ref) or to_ref
 
 
-def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict) -> str:
+def _drop_variants(m, u, to_ref: str, text: str, tx) -> tuple[str, str]:
+    """Drop the variants of u no release from to_ref on chooses (their files too);
+    the new manifest text and what happened, for the action column."""
+    dropped, promoted = unreachable_variants(u, to_ref)
+    if not dropped and promoted is None:
+        return text, ""
+    by_from = {c.variant: c for c in m.all_contents(u) if c.variant}
+    for v in dropped:
+        c = by_from[v.from_ref]
+        if c.kind == "patch":
+            tx.delete(c.patch)
+        else:
+            for rel in m.unit_files(c):
+                tx.delete(f"{c.files_root}/{rel}")
+    parts = []
+    if dropped:
+        parts.append("dropped variant" + ("s" if len(dropped) > 1 else "") + " from "
+                     + ", ".join(v.from_ref for v in dropped))
+    if promoted is not None:
+        tx.delete(u.patch)
+        parts.append(f"variant from {promoted.from_ref} is now its patch")
+    text = with_variants_dropped(text, u.name, [v.from_ref for v in dropped],
+                                 promoted.from_ref if promoted else None)
+    return text, "; ".join(parts)
+
+
+def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict,
+                    dropped=()) -> str:
     back = version_key(to_ref) < version_key(from_ref) if from_ref else False
     line = (f"Moved the SGLang pin back from {from_ref} to {to_ref}" if back
             else f"Upgraded SGLang from {from_ref} to {to_ref}")
@@ -317,4 +354,6 @@ def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict)
                      f" (applied upstream in {at})")
     if regenerated:
         parts.append("regenerated " + ", ".join(f"`{n}`" for n in regenerated))
+    if dropped:
+        parts.append("; ".join(dropped))
     return line + (": " + "; ".join(parts) if parts else "") + "."

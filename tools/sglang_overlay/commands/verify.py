@@ -36,10 +36,10 @@ from pathlib import Path
 import click
 
 from .. import report, wheels
-from ..errors import FINDINGS, OK, BadInput
+from ..errors import FINDINGS, OK, BadInput, Findings
+from ..interpreters import interpreter
 from ..manifest import load
 from . import open_root
-from .install import interpreter
 
 TRANSFORMERS_FALLBACK = "TransformersForCausalLM"
 MARKER = "@@overlay-verify@@"
@@ -140,7 +140,7 @@ class Check:
         return {"check": self.check, "status": self.status, "detail": self.detail}
 
 
-OK_STATUSES = {"ok", "needs-gpu", "skipped"}
+VERIFY_OK = {"ok", "needs-gpu", "skipped"}
 
 
 def run(opts, python, as_json) -> int:
@@ -215,17 +215,13 @@ def _package_dir(probe: dict) -> Path | None:
 
 
 def _sglang_check(pkg: Path, dist_version: str | None, embedded: dict | None) -> Check:
-    from packaging.version import InvalidVersion, Version
+    from ..versions import same_version
 
     shown = dist_version or (embedded or {}).get("version") or "(no distribution metadata)"
     detail = f"{shown} at {pkg}"
     if embedded is None or dist_version is None:
         return Check("sglang", "ok", detail)
-    try:
-        same = Version(dist_version) == Version(embedded["version"])
-    except InvalidVersion:
-        same = dist_version == embedded["version"]
-    if same:
+    if same_version(dist_version, embedded["version"]):
         return Check("sglang", "ok", detail)
     what = (f"the installed distribution is sglang {dist_version}, but the package at {pkg} "
             f"carries the manifest of {embedded['version']} (another sglang shadows it?)")
@@ -355,7 +351,7 @@ def _run_marked(cmd: list[str], timeout: int) -> dict | None:
 
 def _finish(checks: list[Check], py: str, pkg: Path | None, embedded: dict | None,
             registry: list[dict], as_json: bool) -> int:
-    findings = [c for c in checks if c.status not in OK_STATUSES]
+    findings = [c for c in checks if c.status not in VERIFY_OK]
     code = FINDINGS if findings else OK
     if as_json:
         report.emit_json({
@@ -372,5 +368,5 @@ def _finish(checks: list[Check], py: str, pkg: Path | None, embedded: dict | Non
     if findings:
         first = findings[0]
         more = f" (+{len(findings) - 1} more in the table)" if len(findings) > 1 else ""
-        click.echo(f"overlay: {first.line}{more} (fix: {first.fix})", err=True)
+        raise Findings(f"{first.line}{more}", first.fix)  # cli.main: the line, exit 1
     return code

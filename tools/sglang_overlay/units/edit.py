@@ -40,14 +40,12 @@ import ast
 from dataclasses import dataclass
 
 from ..manifest import Model, Unit
+from ..suite import SUITE_LISTS
 from . import ALREADY_UPSTREAM, APPLIED, CONFLICT, Context, Outcome
 
 LINE_LENGTH = 88  # black's default, which SGLang uses
 MODEL_CONFIG = "python/sglang/srt/configs/model_config.py"
-SUITES = (
-    ("test/registered/models/test_generation_models.py", "ALL_MODELS"),
-    ("test/srt/models/test_generation_models.py", "ALL_OTHER_MODELS"),
-)
+SUITES = tuple(SUITE_LISTS.items())  # (path, model list), newest first: suite.LAYOUTS
 
 
 class MissingAnchor(Exception):

@@ -50,7 +50,7 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
     provides: list[str] = []
     notes: list[str] = []
     for rel in ctx.manifest.unit_files(unit):
-        data, mode = file_payload(ctx.manifest.overlay_dir / rel)
+        data, mode = file_payload(ctx.manifest.files_dir(unit) / rel)
         current = stage.entry(rel)
         if current is not None and current == (mode, stage.hash(data)):
             continue
