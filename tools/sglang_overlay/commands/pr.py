@@ -130,14 +130,18 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     # --- everything below writes -------------------------------------------------
     ws.git.run("update-ref", f"refs/heads/{branch}", head)
     crash_point("pr-branch-written")
-    pushed = None
-    if push_url:
-        _push(ws.path, push_url, head, branch)
-        pushed = {"remote": push, "url": push_url, "branch": branch}
-    value = f"{push_url}#{branch}" if push_url else f"{PREPARED_PREFIX}{branch}"
     # the series, PR_BODY.md and overlay.toml change together (one transaction)
     tx = journal.Transaction(root)
     patches = _write_series(session, resolved.commit, head, out_dir, body, tx)
+    pushed = None
+    if push_url:
+        try:
+            _push(ws.path, push_url, head, branch)
+        except Findings:
+            tx.commit()  # the series is kept for a push by hand; forwarded is not changed
+            raise
+        pushed = {"remote": push, "url": push_url, "branch": branch}
+    value = f"{push_url}#{branch}" if push_url else f"{PREPARED_PREFIX}{branch}"
     forwarded = _record_forwarded(tx, manifest, unit, units, value, branch)
     tx.commit()
 
