@@ -12,7 +12,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-FACTS_VERSION = "5"
+FACTS_VERSION = "6"
 REGISTRY_MODULE = "sglang.srt.models.registry"
 
 
@@ -100,6 +100,11 @@ def _class(cls: ast.ClassDef) -> dict:
     }
 
 
+# Calls that bind a name on a module: setattr(self, "x", ...), register_parameter("x", ...).
+SELF_BINDERS = ("setattr", "register_parameter", "register_buffer", "register_module",
+                "add_module", "__setattr__")
+
+
 def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
     """Attribute names a class's methods bind on self; True if some are dynamic."""
     names: set[str] = set()
@@ -111,8 +116,7 @@ def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
         elif isinstance(node, ast.Call):
             func = _dotted(node.func) or ""
             leaf = func.split(".")[-1]
-            if leaf in ("setattr", "register_parameter", "register_buffer",
-                        "register_module", "add_module", "__setattr__"):
+            if leaf in SELF_BINDERS:
                 args = node.args[1:] if leaf in ("setattr",) else node.args
                 first = args[0] if args else None
                 if isinstance(first, ast.Constant) and isinstance(first.value, str):
@@ -159,13 +163,28 @@ def _mapping_entries(value: ast.expr) -> list[tuple[str, int]]:
 
 
 def _details(tree: ast.Module, defs: dict) -> dict:
-    """Facts only lint's checks of overlay files need (calls, attribute uses, mappings)."""
+    """Facts only lint's checks of overlay files need, in one pass over the tree:
+    calls, attribute uses, weight mappings, names bound on self, and imports
+    inside functions."""
     calls = []
     attr_uses = []
     mappings = []
     fn_imports = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
+    self_attrs: set[str] = set()
+    dynamic = False
+    stack = [(node, None, False) for node in reversed(tree.body)]
+    while stack:
+        node, cls, in_fn = stack.pop()
+        if isinstance(node, ast.ClassDef):
+            cls = node.name
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if not in_fn:
+                attr_uses += _attr_uses(node)
+            in_fn = True
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if in_fn:
+                fn_imports.append(node)
+        elif isinstance(node, ast.Call):
             func = _dotted(node.func)
             if func and (func == "super().__init__" or func.split(".")[0] in defs):
                 calls.append({
@@ -174,37 +193,36 @@ def _details(tree: ast.Module, defs: dict) -> dict:
                     "npos": sum(1 for a in node.args if not isinstance(a, ast.Starred)),
                     "star": any(isinstance(a, ast.Starred) for a in node.args),
                     "dstar": any(k.arg is None for k in node.keywords),
-                    "enclosing": None})
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            attr_uses += _attr_uses(node)
-            for sub in ast.walk(node):
-                if isinstance(sub, (ast.Import, ast.ImportFrom)):
-                    fn_imports.append(sub)
+                    "enclosing": cls if func == "super().__init__" else None})
+            if isinstance(node.func, ast.Attribute) and node.func.attr in (
+                    "append", "extend", "insert") and (
+                    _dotted(node.func.value) or "").split(".")[-1] in MAPPING_NAMES:
+                # stacked_params_mapping.append((...)) / .extend([...])
+                for a in node.args:
+                    mappings += _mapping_entries(
+                        ast.List([a]) if node.func.attr != "extend" else a)
+            if cls is not None:
+                leaf = (func or "").split(".")[-1]
+                if leaf in SELF_BINDERS:
+                    args = node.args[1:] if leaf == "setattr" else node.args
+                    first = args[0] if args else None
+                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                        self_attrs.add(first.value)
+                    else:
+                        dynamic = True
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node.value:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = {t.id if isinstance(t, ast.Name) else getattr(t, "attr", None)
                      for t in targets}
             if names & set(MAPPING_NAMES):
                 mappings += _mapping_entries(node.value)
-    # `stacked_params_mapping.append((...))` / `.extend([...])`
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
-                node.func.attr in ("append", "extend", "insert")) and (
-                _dotted(node.func.value) or "").split(".")[-1] in MAPPING_NAMES:
-            for a in node.args:
-                mappings += _mapping_entries(ast.List([a]) if node.func.attr != "extend" else a)
-    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
-        for sub in ast.walk(cls):
-            if isinstance(sub, ast.Call) and _dotted(sub.func) == "super().__init__":
-                for c in calls:
-                    if c["line"] == sub.lineno and c["func"] == "super().__init__":
-                        c["enclosing"] = cls.name
-    self_attrs: set[str] = set()
-    dynamic = False
-    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
-        names, dyn = _self_attrs(cls)
-        self_attrs.update(names)
-        dynamic = dynamic or dyn
+        elif isinstance(node, ast.Attribute) and cls is not None:
+            if isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name) and (
+                    node.value.id == "self"):
+                self_attrs.add(node.attr)
+            elif node.attr == "__dict__":
+                dynamic = True
+        stack.extend((child, cls, in_fn) for child in reversed(list(ast.iter_child_nodes(node))))
     return {"calls": calls, "attr_uses": attr_uses, "mappings": mappings,
             "self_attrs": sorted(self_attrs), "self_attrs_dynamic": dynamic,
             "fn_imports": fn_imports}
@@ -488,8 +506,20 @@ def entry_facts(source: bytes) -> dict | None:
     for written in entry:
         if "." in written:
             archs.append(written.split(".")[-1])
-        elif re.search(rb"^class[ \t]+" + re.escape(written.encode()) + rb"\b", source, re.M):
+        elif _defines_class(source, written):
             archs.append(written)
         else:
             return None  # imported or aliased: the full facts resolve it
     return {"entry": entry, "entry_line": line, "archs": archs}
+
+
+def _defines_class(source: bytes, name: str) -> bool:
+    """A `class name` statement at the start of a line (the module's top level)."""
+    needle = b"class " + name.encode()
+    pos = source.find(needle)
+    while pos != -1:
+        after = source[pos + len(needle):pos + len(needle) + 1]
+        if (pos == 0 or source[pos - 1] == 10) and after in (b"(", b":", b" "):
+            return True
+        pos = source.find(needle, pos + 1)
+    return False
