@@ -139,11 +139,11 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
                  [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
 
     ordered = [fr for kind in ("files", "patch", "edit") for fr in buckets[kind]]
-    text = with_tables(text, "unit", [{**fields, "forwarded": "no"} for fields, _ in ordered])
     rows += [row for _, row in ordered]
     declared = {m.architecture for m in manifest.models}
-    text = with_tables(text, "model", [fields for arch, fields in new_models.items()
-                                       if arch not in declared])
+    text = with_tables(text, {
+        "unit": [{**fields, "forwarded": "no"} for fields, _ in ordered],
+        "model": [fields for arch, fields in new_models.items() if arch not in declared]})
     tx.write(MANIFEST_NAME, text.encode())
     written = tx.commit()
     code = OK
