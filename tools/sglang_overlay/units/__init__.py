@@ -13,7 +13,9 @@ following files that moved upstream: ``moves``) and ``edit`` (declarative edits 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,16 +47,50 @@ class Outcome:
     stale: bool = False
 
 
+# Paths a patch touches, from its "diff --git a/X b/Y" lines (unquoted paths).
+DIFF_GIT = re.compile(rb"^diff --git a/(\S+) b/(\S+)$", re.M)
+
+
 class Stage:
-    """A temporary index over a commit, in a workspace repository."""
+    """A temporary index over a commit, in a workspace repository.
+
+    The index's entries are mirrored in memory once listed (one
+    `ls-files` instead of one per question): writes update the mirror, a
+    patch forgets the paths it names, anything else forgets it all. Each
+    unit used to cost half a dozen git processes this way.
+    """
 
     def __init__(self, git: Git, index_file: Path, commit: str):
         self.git = git.with_env(GIT_INDEX_FILE=str(index_file))
         self.head = commit
         self.git.run("read-tree", commit)
+        self.head_tree: str | None = None
+        self._entries: dict[str, tuple[str, str]] | None = None
+        self._stale: set[str] = set()  # paths whose mirrored entry may be wrong
+        self._dirs: set[str] | None = None
 
-    def entry(self, path: str) -> tuple[str, str] | None:
-        """(mode, blob sha) of path in the index, or None."""
+    def invalidate(self, paths: list[str] | None = None) -> None:
+        """Forget what is known about paths (all of the index when None)."""
+        if paths is None or self._entries is None:
+            self._entries = None
+            self._stale = set()
+        else:
+            self._stale.update(paths)
+        self._dirs = None
+
+    def _index(self) -> dict[str, tuple[str, str]]:
+        if self._entries is None or len(self._stale) > 50:
+            out = self.git.run_bytes("ls-files", "--stage", "-z")
+            entries = {}
+            for rec in out.split(b"\0"):
+                meta, _, name = rec.partition(b"\t")
+                if name:
+                    mode, sha, _stage = meta.decode().split()
+                    entries[name.decode("utf-8", "surrogateescape")] = (mode, sha)
+            self._entries, self._stale = entries, set()
+        return self._entries
+
+    def _entry_from_git(self, path: str) -> tuple[str, str] | None:
         out = self.git.run("ls-files", "--stage", "--", path)
         for line in out.splitlines():
             meta, _, name = line.partition("\t")
@@ -63,6 +99,33 @@ class Stage:
                 return mode, sha
         return None
 
+    def entry(self, path: str) -> tuple[str, str] | None:
+        """(mode, blob sha) of path in the index, or None."""
+        entries = self._index()
+        if path in self._stale:
+            found = self._entry_from_git(path)
+            self._stale.discard(path)
+            if found is None:
+                entries.pop(path, None)
+            else:
+                entries[path] = found
+            return found
+        return entries.get(path)
+
+    def paths_under(self, prefixes: list[str], directory: str) -> set[str]:
+        """Which of prefixes are files in the index, plus directory's name if any
+        file lies under it (the questions files units ask before writing)."""
+        entries = self._index()
+        if self._stale:
+            for p in list(self._stale):
+                self.entry(p)
+        if self._dirs is None:
+            self._dirs = {p[:i] for p in entries for i in range(len(p)) if p[i] == "/"}
+        found = {p for p in prefixes if p in entries}
+        if directory in self._dirs:
+            found.add(directory + "/")
+        return found
+
     def read(self, path: str) -> bytes | None:
         e = self.entry(path)
         return self.git.object_bytes(e[1]) if e else None
@@ -70,14 +133,32 @@ class Stage:
     def hash(self, data: bytes) -> str:
         return self.git.run("hash-object", "-w", "--stdin", stdin=data)
 
+    @staticmethod
+    def blob_id(data: bytes) -> str:
+        """The blob sha git would give data, computed here (nothing written)."""
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
     def write(self, path: str, data: bytes, mode: str = "100644") -> None:
         sha = self.hash(data)
         self.git.run("update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}")
+        if self._entries is not None:
+            if path not in self._entries and self._dirs is not None:
+                self._dirs.update(path[:i] for i in range(len(path)) if path[i] == "/")
+            self._entries[path] = (mode, sha)
+            self._stale.discard(path)
 
     def apply(self, patch: Path | bytes, *flags: str) -> Result:
         if isinstance(patch, bytes):
-            return self.git.result("apply", "--cached", *flags, "-", stdin=patch)
-        return self.git.result("apply", "--cached", *flags, str(patch))
+            r = self.git.result("apply", "--cached", *flags, "-", stdin=patch)
+        else:
+            r = self.git.result("apply", "--cached", *flags, str(patch))
+        if "--check" not in flags:
+            text = patch if isinstance(patch, bytes) else patch.read_bytes()
+            names = [n.decode("utf-8", "surrogateescape") for pair in DIFF_GIT.findall(text)
+                     for n in pair]
+            self.invalidate(names if names and text.count(b"\ndiff --git ") + (
+                text.startswith(b"diff --git ")) == len(names) // 2 else None)
+        return r
 
     def unmerged(self) -> list[str]:
         out = self.git.run("ls-files", "--unmerged")
@@ -88,15 +169,18 @@ class Stage:
 
     def reset(self, commit: str | None = None) -> None:
         self.git.run("read-tree", commit or self.head)
+        self.invalidate()
 
     def commit(self, message: str, env: dict[str, str]) -> str | None:
         """Commit the index on top of head; None when nothing changed."""
         tree = self.tree()
-        if tree == self.git.run("rev-parse", f"{self.head}^{{tree}}"):
+        if self.head_tree is None:
+            self.head_tree = self.git.run("rev-parse", f"{self.head}^{{tree}}")
+        if tree == self.head_tree:
             return None
         sha = self.git.run("commit-tree", tree, "-p", self.head, "-F", "-",
                            stdin=message.encode(), env=env)
-        self.head = sha
+        self.head, self.head_tree = sha, tree
         return sha
 
 
