@@ -172,7 +172,7 @@ def _details(tree: ast.Module, defs: dict) -> dict:
     fn_imports = []
     self_attrs: set[str] = set()
     dynamic = False
-    stack = [(node, None, False) for node in reversed(tree.body)]
+    stack = [(node, None, False) for node in tree.body]
     while stack:
         node, cls, in_fn = stack.pop()
         if isinstance(node, ast.ClassDef):
@@ -222,7 +222,7 @@ def _details(tree: ast.Module, defs: dict) -> dict:
                 self_attrs.add(node.attr)
             elif node.attr == "__dict__":
                 dynamic = True
-        stack.extend((child, cls, in_fn) for child in reversed(list(ast.iter_child_nodes(node))))
+        stack.extend((child, cls, in_fn) for child in ast.iter_child_nodes(node))
     return {"calls": calls, "attr_uses": attr_uses, "mappings": mappings,
             "self_attrs": sorted(self_attrs), "self_attrs_dynamic": dynamic,
             "fn_imports": fn_imports}

@@ -50,11 +50,15 @@ class GitTree:
         pos = 0
         for sha in shas:
             nl = out.index(b"\n", pos)
-            oid, _kind, size = out[pos:nl].split(b" ")
+            head = out[pos:nl].split(b" ")
+            if len(head) != 3:  # "<sha> missing": read() answers None for it
+                pos = nl + 1
+                continue
+            oid, _kind, size = head
             start = nl + 1
             data[oid.decode()] = out[start:start + int(size)]
             pos = start + int(size) + 1
-        return {p: data[self.blobs[p]] for p in paths if p in self.blobs}
+        return {p: data[self.blobs[p]] for p in paths if self.blobs.get(p) in data}
 
     def listdir(self, prefix: str) -> list[str]:
         """Paths directly under a directory prefix (ending in '/')."""
