@@ -227,8 +227,12 @@ class Session:
         return all(stage.git.has_object(b) for b in blobs)
 
     def build(self, base: Resolved, units: list[Unit] | None = None,
-              stop_at_conflict: bool = False) -> Build:
-        """Apply units (default: every active one) on base; one commit each."""
+              stop_at_conflict: bool = False, commits: bool = True) -> Build:
+        """Apply units (default: every active one) on base; one commit each.
+
+        commits=False (check): only the final tree is written, and a failed
+        unit is undone from a copy of the index; head stays at base.
+        """
         ws = self.workspace
         ws.ensure()
         units = self.manifest.units if units is None else units
@@ -251,11 +255,15 @@ class Session:
                     patch_file=self.patch_file,
                 )
                 parent = stage.head
+                if not commits:
+                    stage.checkpoint()
                 out: Outcome = apply_unit(ctx, unit)
                 res = UnitResult(unit, out.status, out.files, out.detail, out.hunks,
                                  parent=parent, stale=out.stale)
                 if out.status in OK_STATUSES:
-                    res.commit = stage.commit(commit_message(unit, self.overlay_commit), env)
+                    if commits:
+                        res.commit = stage.commit(commit_message(unit, self.overlay_commit),
+                                                  env)
                 else:
                     stage.reset()
                 results.append(res)

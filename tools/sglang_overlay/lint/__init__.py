@@ -426,8 +426,8 @@ def lint_tree(manifest, tree, cache_path=None) -> list[Finding]:
 
 
 def lint_build(session, build) -> list[Finding]:
-    """Lint the result of a build (a commit in the session's workspace)."""
-    tree = GitTree(session.workspace.git, build.head)
+    """Lint the result of a build (its tree in the session's workspace)."""
+    tree = GitTree(session.workspace.git, build.tree)
     return lint_tree(session.manifest, tree, session.cache.root / "lint-facts.sqlite")
 
 

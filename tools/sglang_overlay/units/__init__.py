@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,12 @@ class Stage:
 
     def __init__(self, git: Git, index_file: Path, commit: str):
         self.git = git.with_env(GIT_INDEX_FILE=str(index_file))
+        self.index_file = Path(index_file)
         self.head = commit
         self.git.run("read-tree", commit)
         self.head_tree: str | None = None
+        # without commits, the index as it was before the current unit
+        self.saved: Path | None = None
         self._entries: dict[str, tuple[str, str]] | None = None
         self._stale: set[str] = set()  # paths whose mirrored entry may be wrong
         self._dirs: set[str] | None = None
@@ -167,8 +171,17 @@ class Stage:
     def tree(self) -> str:
         return self.git.run("write-tree")
 
+    def checkpoint(self) -> None:
+        """Remember the index as it is (a file copy), for reset() without commits."""
+        self.saved = self.index_file.with_name(self.index_file.name + ".saved")
+        shutil.copyfile(self.index_file, self.saved)
+
     def reset(self, commit: str | None = None) -> None:
-        self.git.run("read-tree", commit or self.head)
+        """Back to commit, else to the last good state: the checkpoint or head."""
+        if commit is None and self.saved is not None:
+            shutil.copyfile(self.saved, self.index_file)
+        else:
+            self.git.run("read-tree", commit or self.head)
         self.invalidate()
 
     def commit(self, message: str, env: dict[str, str]) -> str | None:
