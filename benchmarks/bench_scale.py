@@ -8,12 +8,13 @@ one run, on a warm mirror:
   capture  `overlay capture --from FORK`   vs  `git format-patch` of the series
   apply    `overlay apply --no-lint`       vs  worktree add + `git am --3way`
   check    `overlay check` on 3 releases   vs  bench_check's raw per-release loop
+           (apply and check: medians of --runs, the two sides alternating)
   lint     `overlay lint` work (cold facts cache, then warm)
 
 Goals (issue 12, at 250 units): capture <= 3 s, apply <= 1.5x git am,
 check <= 1.5x the raw loop, lint work <= 1 s, each growing linearly.
 
-    python benchmarks/bench_scale.py [--sizes 10,50,250]
+    python benchmarks/bench_scale.py [--sizes 10,50,250] [--runs 3]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +46,7 @@ def timed(*args) -> tuple[float, object]:
     return time.perf_counter() - started, r
 
 
-def one_size(n: int, upstream: Path, url: str, tmp: Path, cache: Path) -> dict:
+def one_size(n: int, upstream: Path, url: str, tmp: Path, cache: Path, runs: int) -> dict:
     fork = make_fork(upstream, tmp / f"fork-{n}", n, BASE)
     started = time.perf_counter()
     sh("git", "format-patch", "-q", "--full-index", f"{BASE}..fork", "-o",
@@ -59,25 +61,32 @@ def one_size(n: int, upstream: Path, url: str, tmp: Path, cache: Path) -> dict:
     sh("git", "init", "-q", cwd=ov)
     sh("git", "add", "-A", cwd=ov)
     sh("git", "commit", "-qm", "captured", cwd=ov)
-    app, r = timed("--cache-dir", cache, "-C", ov, "apply", "--no-lint", "--json")
-    assert r.returncode == 0, r.stderr
     mirror = next((cache / "mirrors").glob("*.git"))
-    wt = tmp / f"am-{n}"
-    started = time.perf_counter()
-    sh("git", "--git-dir", str(mirror), "worktree", "add", "-q", "--detach", str(wt),
-       f"refs/tags/{BASE}^{{commit}}")
     patches = sorted(str(p) for p in (tmp / f"series-{n}").iterdir())
-    sh("git", "am", "-q", "--3way", *patches, cwd=wt)
-    am = time.perf_counter() - started
-    sh("git", "--git-dir", str(mirror), "worktree", "remove", "--force", str(wt))
     check_args = ["--cache-dir", cache, "-C", ov, "check", "--json"]
     for ref in CHECKED:
         check_args += ["--sglang-ref", ref]
-    chk, r = timed(*check_args)
-    assert r.returncode in (0, 1), r.stderr
-    started = time.perf_counter()
-    raw_check(mirror, CHECKED, ov, tmp / f"raw-{n}")
-    raw = time.perf_counter() - started
+    apps, ams, chks, raws = [], [], [], []
+    for i in range(runs):  # alternating, so both sides see the same machine
+        shutil.rmtree(ov / f"sglang-{BASE}", ignore_errors=True)
+        t, r = timed("--cache-dir", cache, "-C", ov, "apply", "--no-lint", "--force", "--json")
+        assert r.returncode == 0, r.stderr
+        apps.append(t)
+        wt = tmp / f"am-{n}-{i}"
+        started = time.perf_counter()
+        sh("git", "--git-dir", str(mirror), "worktree", "add", "-q", "--detach", str(wt),
+           f"refs/tags/{BASE}^{{commit}}")
+        sh("git", "am", "-q", "--3way", *patches, cwd=wt)
+        ams.append(time.perf_counter() - started)
+        sh("git", "--git-dir", str(mirror), "worktree", "remove", "--force", str(wt))
+        t, r = timed(*check_args)
+        assert r.returncode in (0, 1), r.stderr
+        chks.append(t)
+        started = time.perf_counter()
+        raw_check(mirror, CHECKED, ov, tmp / f"raw-{n}-{i}")
+        raws.append(time.perf_counter() - started)
+    app, am = statistics.median(apps), statistics.median(ams)
+    chk, raw = statistics.median(chks), statistics.median(raws)
     drop_facts(cache)
     r = overlay("--cache-dir", cache, "-C", ov, "lint", "--json")
     lint_cold = json.loads(r.stdout)["seconds"]
@@ -90,6 +99,7 @@ def one_size(n: int, upstream: Path, url: str, tmp: Path, cache: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,50,250")
+    parser.add_argument("--runs", type=int, default=3, help="medians of apply and check")
     args = parser.parse_args()
     upstream = local_upstream.build_upstream(local_upstream.DEFAULT_RELEASES)
     url = "file://" + str(upstream)
@@ -98,7 +108,7 @@ def main() -> int:
         cache = tmp / "cache"
         rows = {}
         for n in (int(x) for x in args.sizes.split(",")):
-            rows[n] = one_size(n, upstream, url, tmp, cache)
+            rows[n] = one_size(n, upstream, url, tmp, cache, args.runs)
             x = rows[n]
             print(f"{n} units ({x['units']} captured)", flush=True)
             print(f"  capture {x['capture']:7.2f} s   git format-patch {x['format-patch']:6.2f} s"
