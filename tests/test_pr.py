@@ -371,7 +371,7 @@ def test_model_unit_is_formatted_with_the_pinned_tools(upstream, shared_cache, t
     assert r.json["formatters"]["versions"] == {"isort": "5.13.2", "black": "24.10.0"}
     body = (tmp_path / "out" / "PR_BODY.md").read_text()
     assert ("Formatted with isort 5.13.2 and black 24.10.0, as pinned in "
-            f"`.pre-commit-config.yaml`, on the changed Python files; they changed `{path}`"
+            f"`.pre-commit-config.yaml`, on the changed lines of the Python files; they changed `{path}`"
             in body), body
     assert 'ModelCase("org/tiny-1b", decode_tolerance=0.08),' in (co / SUITE).read_text()
     assert "| **Tiny** | `org/tiny-1b` | A tiny test model. |" in (co / DOCS).read_text()

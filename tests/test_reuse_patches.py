@@ -418,7 +418,7 @@ def test_reuse_scenario_fails_on_unpatched_upstream(
 def test_torch_distributed_is_torn_down_between_tests(sources, store, monkeypatch):
     """parallel_state() leaves no process group behind, whatever ran before."""
     monkeypatch.setenv(REUSE_ENV, "true")
-    with parallel_state(sources["patched", RELEASES[0]][PARALLEL_STATE]) as ps:
+    with parallel_state(sources["patched", RELEASES[0]]) as ps:
         _two_runners(ps, store)
         assert torch.distributed.is_initialized() and ps.model_parallel_is_initialized()
     assert not torch.distributed.is_initialized()

@@ -158,6 +158,16 @@ class Session:
     def patch_file(self, unit: Unit) -> Path:
         return self.patch_overrides.get(unit.name) or self.manifest.root / unit.patch
 
+    def _may_add_link(self, unit: Unit) -> bool:
+        """Whether unit can add a symlink (the check then asks git): a patch with
+        a 120000 mode, a files unit with a link among its files; edits never."""
+        if unit.kind == "patch":
+            return b"120000" in self.patch_file(unit).read_bytes()
+        if unit.kind == "files":
+            base = self.manifest.root / unit.files_root
+            return any((base / rel).is_symlink() for rel in self.manifest.unit_files(unit))
+        return False
+
     # --- refs and the lock ------------------------------------------------
 
     def resolve(self, ref: str) -> Resolved:
@@ -304,8 +314,12 @@ class Session:
         return all(stage.git.has_object(b) for b in blobs)
 
     def build(self, base: Resolved, units: list[Unit] | None = None,
-              stop_at_conflict: bool = False) -> Build:
-        """Apply units (default: every active one) on base; one commit each."""
+              stop_at_conflict: bool = False, commits: bool = True) -> Build:
+        """Apply units (default: every active one) on base; one commit each.
+
+        commits=False (check): only the final tree is written, and a failed
+        unit is undone from a copy of the index; head stays at base.
+        """
         ws = self.workspace
         ws.ensure()
         units = self.manifest.units if units is None else units
@@ -329,13 +343,18 @@ class Session:
                     patch_file=self.patch_file,
                 )
                 parent = stage.head
+                if not commits:
+                    stage.checkpoint()
                 out: Outcome = apply_unit(ctx, unit)
                 res = UnitResult(unit, out.status, out.files, out.detail, out.hunks,
                                  parent=parent, stale=out.stale)
                 if out.status in OK_STATUSES:
                     # a link out of the tree would put the host's bytes in a wheel
-                    check_tree_links(stage.git, parent, f"unit '{unit.name}'")
-                    res.commit = stage.commit(commit_message(unit, self.overlay_commit), env)
+                    if self._may_add_link(unit):
+                        check_tree_links(stage.git, parent, f"unit '{unit.name}'")
+                    if commits:
+                        res.commit = stage.commit(commit_message(unit, self.overlay_commit),
+                                                  env)
                 else:
                     stage.reset()
                 results.append(res)

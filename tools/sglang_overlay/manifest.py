@@ -845,21 +845,35 @@ def with_model(text: str, fields: dict[str, Any]) -> str:
     return _with_table(text, "model", fields)
 
 
-def _with_table(text: str, key: str, fields: dict[str, Any]) -> str:
-    def change(doc):
-        import tomlkit
+def with_tables(text: str, tables: dict[str, list[dict[str, Any]]]) -> str:
+    """Add [[key]] tables at the end of each key's list, in order, parsing the
+    text once (capture of a large fork adds hundreds; a parse each was quadratic)."""
 
+    def change(doc):
+        for key, fields_list in tables.items():
+            _append_tables(doc, key, fields_list)
+
+    return _edit(text, change) if any(tables.values()) else text
+
+
+def _append_tables(doc, key: str, tables: list[dict[str, Any]]) -> None:
+    import tomlkit
+
+    for i, fields in enumerate(tables):
         table = tomlkit.table()
         for k, v in fields.items():
             if isinstance(v, str) and "\n" in v:
                 v = tomlkit.string(v, multiline=True)
             table[k] = v
-        table.add(tomlkit.nl())
+        if i == len(tables) - 1:  # the array of tables separates the others
+            table.add(tomlkit.nl())
         if key not in doc:
             doc[key] = tomlkit.aot()
         doc[key].append(table)
 
-    return _edit(text, change)
+
+def _with_table(text: str, key: str, fields: dict[str, Any]) -> str:
+    return with_tables(text, {key: [fields]})
 
 
 def update(root: Path, edit, *args: Any, **kwargs: Any) -> None:

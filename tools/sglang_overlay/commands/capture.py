@@ -27,7 +27,7 @@ from ..durable import crash_point
 from ..errors import OK, BadInput
 from ..gitutil import Git
 from ..lint.facts import extract
-from ..manifest import MANIFEST_NAME, with_model, with_unit
+from ..manifest import MANIFEST_NAME, with_tables
 from ..units import edit as edits
 from ..upstream import Resolved
 from . import open_overlay
@@ -84,6 +84,9 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
     if config_unit:
         fields, row, consumed = config_unit
         changes = [ch for ch in changes if ch.path not in consumed]
+    history = _history(g, merge_base, fork)
+    binaries = _binaries(g, merge_base, fork)
+    diffs = _diffs(g, merge_base, fork, [ch.path for ch in changes])
     # files units first, then patches, then edits (the repository's own order)
     buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
 
@@ -97,7 +100,7 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
             raise BadInput(f"the overlay already has a unit for {ch.path}",
                            "capture into a new overlay (`overlay init`), or remove that unit")
         stem = PurePosixPath(ch.path).stem
-        binary = ch.status != "D" and export.is_binary(g, merge_base, fork, ch.path)
+        binary = ch.status != "D" and ch.path in binaries
         if ch.status == "A" and ch.new_mode in ("100644", "100755"):
             name = export.slug(f"{stem}-model" if ch.path.startswith(MODELS_DIR) else stem, taken)
             tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
@@ -142,33 +145,30 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
             notes.append(f"{ch.path}: type change ({ch.old_mode} -> {ch.new_mode}), "
                          "captured as a patch")
         name = export.slug(("delete-" if ch.status == "D" else "") + stem, taken)
-        subjects = g.run("log", "--format=%s", f"{merge_base}..{fork}", "--", ch.path)
+        subjects, author, date = history.get(ch.path, ("", "", ""))
         body = (f"What: {what} {ch.path}, as the fork {label} does.\n\n"
                 "Why: (describe why the overlay carries this change)\n\n"
                 + ("Fork commits:\n" + "\n".join(f"  {s}" for s in subjects.splitlines()[:10])
                    + "\n\n" if subjects else "")
                 + "Forwarded: no")
         patch = f"patches/{name}.patch"
-        author, _, date = g.run("log", "-1", "--format=%an <%ae>|%aD", f"{merge_base}..{fork}",
-                                "--", ch.path).partition("|")
         header = export.new_header(f"{stem}: {what} {ch.path}", body, author or None,
                                    date or "Thu, 1 Jan 1970 00:00:00 +0000")
-        tx.write(patch, header + export.diff(g, merge_base, fork, [ch.path]))
+        tx.write(patch, header + (diffs.get(ch.path) or export.diff(g, merge_base, fork,
+                                                                     [ch.path])))
         add_unit({"name": name, "kind": "patch",
                   "description": f"{what.capitalize()} {ch.path} (captured from {label})",
                   "patch": patch},
                  [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
 
     if config_unit:
-        add_unit(fields, row)
-    for kind in ("files", "patch", "edit"):
-        for fields, row in buckets[kind]:
-            text = with_unit(text, {**fields, "forwarded": "no"})
-            rows.append(row)
+        add_unit(config_unit[0], config_unit[1])
+    ordered = [fr for kind in ("files", "patch", "edit") for fr in buckets[kind]]
+    rows += [row for _, row in ordered]
     declared = {m.architecture for m in manifest.models}
-    for arch, fields in new_models.items():
-        if arch not in declared:
-            text = with_model(text, fields)
+    text = with_tables(text, {
+        "unit": [{**fields, "forwarded": "no"} for fields, _ in ordered],
+        "model": [fields for arch, fields in new_models.items() if arch not in declared]})
     tx.write(MANIFEST_NAME, text.encode())
     crash_point("capture-read")
     written = tx.commit()
@@ -231,6 +231,45 @@ def _patch_paths(manifest, unit) -> list[str]:
     from .. import patchfile
 
     return patchfile.parse((manifest.root / unit.patch).read_bytes()).paths
+
+
+def _history(g, base: str, fork: str) -> dict[str, tuple[str, str, str]]:
+    """path -> (subjects of the fork's commits touching it, newest first; the
+    newest one's author and date), from one `git log` for the whole fork."""
+    out = g.run_bytes("log", "--no-renames", "--name-only", "-z",
+                      "--format=%x01%s%x02%an <%ae>%x02%aD%x02", f"{base}..{fork}")
+    found: dict[str, list] = {}
+    for record in out.decode("utf-8", "surrogateescape").split("\x01")[1:]:
+        subject, author, date, names = record.split("\x02", 3)
+        for path in (p.strip("\n") for p in names.split("\0")):
+            if path:
+                entry = found.setdefault(path, [[], author, date])
+                entry[0].append(subject)
+    return {p: ("\n".join(s), a, d) for p, (s, a, d) in found.items()}
+
+
+def _binaries(g, base: str, fork: str) -> set[str]:
+    """Paths git sees as binary between base and fork (one --numstat)."""
+    out = g.run_bytes("diff", "--numstat", "-z", "--no-renames", base, fork)
+    parts = out.decode("utf-8", "surrogateescape").split("\0")
+    return {p.split("\t", 2)[2] for p in parts if p.startswith("-\t-\t")}
+
+
+def _diffs(g, base: str, fork: str, paths: list[str]) -> dict[str, bytes]:
+    """Each path's diff, cut from one `git diff` in git's own path order; empty
+    when the pieces do not line up with the paths (each is then diffed alone)."""
+    whole = export.diff(g, base, fork, paths)
+    pieces = whole.split(b"\ndiff --git ")
+    pieces = [pieces[0]] + [b"diff --git " + p for p in pieces[1:]]
+    pieces = [p if p.endswith(b"\n") else p + b"\n" for p in pieces]
+    if not whole or len(pieces) != len(paths):
+        return {}
+    out = {}
+    for path, piece in zip(paths, pieces):
+        if not piece.startswith(b"diff --git a/" + path.encode("utf-8", "surrogateescape")):
+            return {}
+        out[path] = piece
+    return out
 
 
 def _entry_classes(source: bytes, path: str) -> list[str]:

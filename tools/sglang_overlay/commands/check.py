@@ -34,7 +34,7 @@ def _check_one(root: str, cache_dir: str | None, url: str, offline: bool,
     started = time.perf_counter()
     manifest = load(Path(root))
     session = Session(manifest, Cache(Path(cache_dir) if cache_dir else None), url, offline)
-    build = session.build(Resolved(ref, commit, None))
+    build = session.build(Resolved(ref, commit, None), commits=False)
     findings = lint_mod.lint_build(session, build)
     cells = {}
     for r in build.results:

@@ -3,8 +3,11 @@
 Everything is read with ``ast``; nothing imports torch or sglang. The checks
 look at the tree the way upstream's code would at import time:
 
+syntax
+  syntax-error           an overlay file does not parse
 registry (as ``sglang.srt.models.registry`` sees it)
-  entryclass-missing     an overlay model module has no ``EntryClass``
+  entryclass-missing     an overlay model module has no ``EntryClass`` (points
+                         at the class to export, or at the module's end)
   registry-import        an overlay module imports the model registry
   arch-duplicate         two modules export the same architecture
   arch-unregistered      a declared architecture has no native class, so
@@ -12,6 +15,15 @@ registry (as ``sglang.srt.models.registry`` sees it)
 API drift
   import-unresolved      ``from sglang... import X`` does not resolve here
   kwarg-unknown          a keyword argument is not in the callee's signature
+  args-too-many          more positional arguments than the callee takes
+  args-missing           a required argument of the callee is not given
+  arg-twice              an argument given both positionally and by keyword
+  module-call            ``mod.name(...)`` through an imported sglang module
+                         that defines no ``name`` here
+  attr-unknown           ``param.x`` where ``param: T`` and T, an sglang
+                         dataclass (ForwardBatch, ...), has no attribute x
+  weight-mapping-unknown a stacked_params_mapping / expert_params_mapping
+                         entry names a module or parameter the model lacks
 config consistency
   multimodal-unregistered  a class with multimodal hooks, or a model declared
                            multimodal, is not in ``multimodal_model_archs``
@@ -29,16 +41,20 @@ syntax
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 from ..manifest import table_line
 from ..units import edit as edits
-from .facts import REGISTRY_MODULE, FactsCache
+from .facts import FACTS_VERSION, REGISTRY_MODULE, FactsCache
 from .tree import PY_ROOT, GitTree, Modules
 
 MODELS_DIR = PY_ROOT + "sglang/srt/models/"
 MODELS_PKG = "sglang.srt.models"
 MULTIMODAL_HOOKS = ("pad_input_ids", "get_image_feature")
+# Decorators that keep a function's signature as written.
+SAFE_DECORATORS = {"lru_cache", "cache", "wraps", "cached", "torch_compile_guard",
+                   "staticmethod", "classmethod"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,15 @@ class Finding:
         return {"path": self.path, "line": self.line, "rule": self.rule,
                 "message": self.message, "fix": self.fix, "severity": self.severity,
                 "unit": self.unit}
+
+
+RULES = ("syntax-error", "entryclass-missing", "registry-import", "arch-duplicate",
+         "arch-unregistered", "import-unresolved", "kwarg-unknown", "args-too-many",
+         "args-missing", "arg-twice", "module-call", "attr-unknown",
+         "weight-mapping-unknown", "multimodal-unregistered", "mla-unregistered")
+# A class with one of these names, or defining load_weights, is what a model
+# module exports.
+MODEL_CLASS = re.compile(r"For[A-Z]\w*$|Model$")
 
 
 class Linter:
@@ -92,26 +117,40 @@ class Linter:
             if mi is None:
                 continue
             module, is_pkg = mi
-            f = self.mods.facts_of_path(path, module, is_pkg)
+            f = self.mods.facts_of_path(path, module, is_pkg, detail=True)
             if "syntax_error" in f:
                 self.add(path, f["line"], "syntax-error", f"does not parse: {f['syntax_error']}",
                          "fix the syntax")
                 continue
             self.registry_imports(path, f)
             self.imports(path, f)
-            self.kwargs(path, module, f)
+            self.calls(path, module, f)
+            self.attr_uses(path, module, f)
+            self.weight_mappings(path, module, f)
             if (module.rpartition(".")[0] == MODELS_PKG and not is_pkg
                     and f["classes"] and f["entry"] is None):
-                first = min(c["line"] for c in f["classes"].values())
-                self.add(path, first, "entryclass-missing",
-                         f"model module {module} exports no EntryClass, so the "
-                         "registry never sees its classes",
-                         "end the module with EntryClass = <YourModelClass>")
+                self.entry_missing(path, module, f)
         archs = self.registry()
         self.declared(archs)
         self.config(archs)
         self.configs()
         return sorted(self.findings, key=lambda x: (x.path, x.line, x.rule))
+
+    def entry_missing(self, path: str, module: str, f: dict) -> None:
+        """Point at the class to export when there is one, else at the module's end."""
+        declared = {m.architecture for m in self.manifest.models}
+        classes = sorted(f["classes"].items(), key=lambda kv: kv[1]["line"])
+        pick = ([n for n, _ in classes if n in declared]
+                or [n for n, c in classes if "load_weights" in c["methods"]]
+                or [n for n, _ in classes if MODEL_CLASS.search(n)])
+        if pick:
+            name = pick[-1]
+            line, fix = f["classes"][name]["line"], f"add EntryClass = {name} at the module's end"
+        else:
+            line, fix = f["end_line"], "end the module with EntryClass = <YourModelClass>"
+        self.add(path, line, "entryclass-missing",
+                 f"model module {module} exports no EntryClass, so the "
+                 "registry never sees its classes", fix)
 
     # --- registry ---------------------------------------------------------
 
@@ -130,18 +169,11 @@ class Linter:
     def registry(self) -> dict[str, list[tuple[str, int]]]:
         """Architecture name -> [(path, line)] of the modules exporting it."""
         archs: dict[str, list[tuple[str, int]]] = {}
-        for path in self.tree.listdir(MODELS_DIR):
-            if not path.endswith(".py") or path.endswith("/__init__.py"):
-                continue
-            module = Modules.module_of(path)[0]
-            f = self.mods.facts_of_path(path, module, False)
-            if not f.get("entry"):
-                continue
-            for written in f["entry"]:
-                head = written.split(".")[0]
-                found = self.mods.symbol(module, head) if "." not in written else None
-                arch = found[2] if found and found[0] == "class" else written.split(".")[-1]
-                archs.setdefault(arch, []).append((path, f["entry_line"]))
+        paths = [p for p in self.tree.listdir(MODELS_DIR)
+                 if p.endswith(".py") and not p.endswith("/__init__.py")]
+        for path, e in self.mods.entries(paths).items():
+            for arch in e["archs"]:
+                archs.setdefault(arch, []).append((path, e["entry_line"]))
         for arch, where in sorted(archs.items()):
             if len(where) > 1:
                 ours = [w for w in where if w[0] in self.overlay_paths] or where
@@ -202,58 +234,168 @@ class Linter:
             return [p for p in blobs if p.startswith(PY_ROOT) and p.endswith(".py")]
         return []
 
-    def kwargs(self, path: str, module: str, f: dict) -> None:
+    def callee(self, path: str, module: str, f: dict, call: dict) -> tuple | None:
+        """(kind, module, name, label) of an sglang class or function a call reaches."""
+        func = call["func"]
+        if func == "super().__init__":
+            cls = f["classes"].get(call["enclosing"]) if call["enclosing"] else None
+            if cls and cls["bases"]:
+                found = self.mods.resolve_base(module, cls["bases"][0])
+                if found and found[0] == "class":
+                    return (*found, "super().__init__")
+            return None
+        if func.endswith("()"):
+            return None
+        head, *rest = func.split(".")
+        if f["defs"].get(head) == "import" and head not in f["aliases"]:
+            # `import sglang.srt.utils` binds the top package, sglang
+            found = ("module", head, None) if self.mods.is_module(head) else None
+        else:
+            found = self.mods.symbol(module, head)
+        if not found:
+            return None
+        for i, part in enumerate(rest):
+            if found[0] != "module":
+                return None  # an attribute of a class or an object: not checked
+            mod = found[1]
+            found = self.mods.symbol(mod, part)
+            if found is None:
+                written = ".".join([head, *rest[:i + 1]])
+                self.add_module_call(path, call, mod, part, written)
+                return None
+        if found[0] in ("class", "function"):
+            return (*found, func)
+        return None
+
+    def add_module_call(self, path: str, call: dict, mod: str, name: str, written: str) -> None:
+        f = self.mods.facts(mod) or {}
+        names = sorted(set(f.get("defs", {})) | set(f.get("functions", {})))
+        close = difflib.get_close_matches(name, names, n=1)
+        self.add(path, call["line"], "module-call",
+                 f"{written}(): module {mod} defines no {name} in this tree",
+                 f"did you mean {close[0]}?" if close
+                 else f"find where this release defines {name}, or stop using it")
+
+    def calls(self, path: str, module: str, f: dict) -> None:
         for call in f["calls"]:
-            func = call["func"]
-            target = None
-            if func == "super().__init__" and call["enclosing"]:
-                cls = f["classes"].get(call["enclosing"])
-                if cls:
-                    for b in cls["bases"]:
-                        found = self.mods.resolve_base(module, b)
-                        if found and found[0] == "class":
-                            target = found
-                        break
-                label = "super().__init__"
-            elif "." not in func and not func.endswith("()"):
-                found = self.mods.symbol(module, func)
-                if found and found[0] in ("class", "function"):
-                    target = found
-                label = func
+            target = self.callee(path, module, f, call)
             if target is None:
                 continue
-            kind, tmod, tname = target
+            kind, tmod, tname, label = target
             if kind == "class":
                 params = self.mods.init_params(tmod, tname)
+                sig = self.mods.init_signature(tmod, tname)
             else:
                 fn = self.mods.facts(tmod)["functions"].get(tname)
                 params = None if fn is None or fn["kwargs"] else set(fn["params"])
-            if params is None:
+                sig = fn if fn is not None and not (set(fn.get("decorators") or ())
+                                                    - SAFE_DECORATORS) else None
+            where = f"{tmod}.{tname}"
+            if params is not None:
+                for kw in call["kwargs"]:
+                    if kw not in params:
+                        close = difflib.get_close_matches(kw, sorted(params), n=1)
+                        fix = (f"did you mean {close[0]}=?" if close
+                               else f"use one of: {', '.join(sorted(params)) or 'no keywords'}")
+                        self.add(path, call["line"], "kwarg-unknown",
+                                 f"{label}() has no parameter '{kw}' in {where} here", fix)
+            if sig is not None and "required" in sig:
+                self.arity(path, call, sig, label, where)
+
+    def arity(self, path: str, call: dict, sig: dict, label: str, where: str) -> None:
+        positional, npos = sig["positional"], call["npos"]
+        if not call["star"] and not sig["varargs"] and npos > len(positional):
+            self.add(path, call["line"], "args-too-many",
+                     f"{label}() takes {len(positional)} positional argument"
+                     f"{'s' if len(positional) != 1 else ''} in {where} here; {npos} given",
+                     f"pass at most {len(positional)} positionally: "
+                     f"({', '.join(positional) or 'none'}), the rest by keyword")
+            return
+        given = positional[:npos]
+        twice = [k for k in call["kwargs"] if k in given]
+        for k in twice:
+            self.add(path, call["line"], "arg-twice",
+                     f"{label}() gets '{k}' both positionally and by keyword ({where})",
+                     f"drop the keyword {k}= or the positional value")
+        if call["star"] or call["dstar"]:
+            return
+        missing = [r for r in sig["required"] if r not in given and r not in call["kwargs"]]
+        if missing:
+            self.add(path, call["line"], "args-missing",
+                     f"{label}() is missing required argument"
+                     f"{'s' if len(missing) != 1 else ''} {', '.join(missing)} ({where} here)",
+                     f"pass {', '.join(m + '=' for m in missing)}")
+
+    # --- objects with a known shape ---------------------------------------
+
+    def attr_uses(self, path: str, module: str, f: dict) -> None:
+        shapes: dict[str, tuple | None] = {}
+        for use in f["attr_uses"]:
+            t = use["type"]
+            if t not in shapes:
+                found = self.mods.resolve_base(module, t)
+                shapes[t] = None
+                if found and found[0] == "class":
+                    cls = self.mods.class_facts(found[1], found[2])
+                    if cls and cls["dataclass"]:
+                        attrs = self.mods.attributes(found[1], found[2], strict=True)
+                        shapes[t] = (found, attrs) if attrs is not None else None
+            shape = shapes[t]
+            if shape is None or use["attr"] in shape[1] or use["attr"].startswith("__"):
                 continue
-            for kw in call["kwargs"]:
-                if kw not in params:
-                    close = difflib.get_close_matches(kw, sorted(params), n=1)
-                    fix = (f"did you mean {close[0]}=?" if close
-                           else f"use one of: {', '.join(sorted(params)) or 'no keywords'}")
-                    self.add(path, call["line"], "kwarg-unknown",
-                             f"{label}() has no parameter '{kw}' in {tmod}.{tname} here",
-                             fix)
+            (_, tmod, tname), attrs = shape
+            close = difflib.get_close_matches(use["attr"], sorted(attrs), n=1)
+            self.add(path, use["line"], "attr-unknown",
+                     f"{use['param']}.{use['attr']}: {tname} ({tmod}) has no attribute "
+                     f"{use['attr']} in this tree",
+                     f"did you mean {use['param']}.{close[0]}?" if close
+                     else f"read what {tname} has in this release")
+
+    def weight_mappings(self, path: str, module: str, f: dict) -> None:
+        if not f["mappings"] or f["self_attrs_dynamic"]:
+            return
+        known = set(f["self_attrs"])
+        # the model's own classes and the sglang classes it builds (with their
+        # bases) define the submodules and parameters a mapping can name
+        called = {c["func"] for c in f["calls"] if "." not in c["func"]}
+        for name in sorted(set(f["classes"]) | (called & set(f["aliases"]))):
+            found = self.mods.symbol(module, name)
+            if not found or found[0] != "class":
+                continue
+            attrs = self.mods.attributes(found[1], found[2], strict=False)
+            if attrs is None:
+                return  # a class binds names dynamically: the mapping cannot be judged
+            known |= attrs
+        for name, line in f["mappings"]:
+            head = next((p for p in name.split(".") if p), "")
+            if not head or head in known:
+                continue
+            close = difflib.get_close_matches(head, sorted(known), n=1)
+            self.add(path, line, "weight-mapping-unknown",
+                     f"weight mapping entry {name!r}: the model defines no module or "
+                     f"parameter {head}, so no checkpoint tensor loads through it",
+                     f"did you mean {close[0]!r}?" if close
+                     else "name a module or parameter the model defines")
 
     # --- config consistency -------------------------------------------------
 
     def config(self, archs: dict) -> None:
-        text = self.tree.read(edits.MODEL_CONFIG)
-        if text is None:
+        key = self.tree.key(edits.MODEL_CONFIG)
+        if key is None:
             return
-        source = text.decode("utf-8")
-        mm = edits.multimodal_archs(source) or set()
-        mla = edits.mla_archs(source)
+        cached = self.mods.cache.get(f"{FACTS_VERSION}:config:{key}")
+        if cached is None:
+            source = self.tree.read(edits.MODEL_CONFIG).decode("utf-8")
+            cached = {"mm": sorted(edits.multimodal_archs(source) or ()),
+                      "mla": sorted(edits.mla_archs(source))}
+            self.mods.cache.put(f"{FACTS_VERSION}:config:{key}", cached)
+        mm, mla = set(cached["mm"]), set(cached["mla"])
         declared_mm = {m.architecture for m in self.manifest.models if m.multimodal}
         for path in self.overlay_paths:
             mi = Modules.module_of(path)
             if mi is None or mi[0].rpartition(".")[0] != MODELS_PKG:
                 continue
-            f = self.mods.facts_of_path(path, mi[0], mi[1])
+            f = self.mods.facts_of_path(path, mi[0], mi[1], detail=True)
             for written in f.get("entry") or []:
                 found = self.mods.symbol(mi[0], written) if "." not in written else None
                 if not found or found[0] != "class":
@@ -373,8 +515,8 @@ def lint_tree(manifest, tree, cache_path=None) -> list[Finding]:
 
 
 def lint_build(session, build) -> list[Finding]:
-    """Lint the result of a build (a commit in the session's workspace)."""
-    tree = GitTree(session.workspace.git, build.head)
+    """Lint the result of a build (its tree in the session's workspace)."""
+    tree = GitTree(session.workspace.git, build.tree)
     return lint_tree(session.manifest, tree, session.cache.root / "lint-facts.sqlite")
 
 

@@ -8,7 +8,7 @@ following ``from x import y`` aliases, ``import *`` and packages.
 from __future__ import annotations
 
 from ..gitutil import Git
-from .facts import FACTS_VERSION, FactsCache, extract
+from .facts import FACTS_VERSION, FactsCache, entry_facts, extract, instance_attrs
 
 PY_ROOT = "python/"
 
@@ -34,6 +34,26 @@ class GitTree:
 
     def exists(self, path: str) -> bool:
         return path in self.blobs
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        """Several files in one `git cat-file --batch` round trip."""
+        shas = [self.blobs[p] for p in paths if p in self.blobs]
+        if not shas:
+            return {}
+        out = self.git.run_bytes("cat-file", "--batch", stdin="\n".join(shas).encode() + b"\n")
+        data: dict[str, bytes] = {}
+        pos = 0
+        for sha in shas:
+            nl = out.index(b"\n", pos)
+            head = out[pos:nl].split(b" ")
+            if len(head) != 3:  # "<sha> missing": read() answers None for it
+                pos = nl + 1
+                continue
+            oid, _kind, size = head
+            start = nl + 1
+            data[oid.decode()] = out[start:start + int(size)]
+            pos = start + int(size) + 1
+        return {p: data[self.blobs[p]] for p in paths if self.blobs.get(p) in data}
 
     def listdir(self, prefix: str) -> list[str]:
         """Paths directly under a directory prefix (ending in '/')."""
@@ -74,16 +94,59 @@ class Modules:
         path, is_pkg = found
         return self.facts_of_path(path, module, is_pkg)
 
-    def facts_of_path(self, path: str, module: str, is_pkg: bool) -> dict:
+    def facts_of_path(self, path: str, module: str, is_pkg: bool, detail: bool = False) -> dict:
         if path.endswith("/"):  # a namespace package defines nothing itself
             return extract(b"", module, True)
         blob = self.tree.key(path)
-        key = f"{FACTS_VERSION}:{blob}:{module}:{int(is_pkg)}"
+        key = f"{FACTS_VERSION}:{blob}:{module}:{int(is_pkg)}:{int(detail)}"
         data = self.cache.get(key)
         if data is None:
-            data = extract(self.tree.read(path) or b"", module, is_pkg)
+            data = extract(self.tree.read(path) or b"", module, is_pkg, detail)
             self.cache.put(key, data)
         return data
+
+    def entries(self, paths: list[str]) -> dict[str, dict]:
+        """path -> {"entry", "entry_line", "archs"} for model modules, read cheaply.
+
+        The registry needs only each module's EntryClass: a text scan finds
+        it, and the full facts are read only when the scan cannot tell.
+        """
+        keys = {p: f"{FACTS_VERSION}:entry:{self.tree.key(p)}" for p in paths}
+        cached = self.cache.get_many(list(keys.values()))
+        missing = [p for p in paths if keys[p] not in cached]
+        read_many = getattr(self.tree, "read_many", None)
+        texts = read_many(missing) if read_many and len(missing) > 1 else {}
+        out = {}
+        for path in paths:
+            data = cached.get(keys[path])
+            if data is None:
+                text = texts[path] if path in texts else self.tree.read(path)
+                data = entry_facts(text or b"")
+                if data is None:  # the scan could not tell: read the module
+                    module = Modules.module_of(path)[0]
+                    f = self.facts_of_path(path, module, False)
+                    data = {"entry": f.get("entry"), "entry_line": f.get("entry_line", 0),
+                            "archs": [self._arch(module, w) for w in f.get("entry") or []]}
+                self.cache.put(keys[path], data)
+            out[path] = data
+        return out
+
+    def _arch(self, module: str, written: str) -> str:
+        """The architecture name an EntryClass element registers (its __name__)."""
+        found = self.symbol(module, written) if "." not in written else None
+        return found[2] if found and found[0] == "class" else written.split(".")[-1]
+
+    def instance_attrs(self, module: str, name: str) -> dict | None:
+        """{"attrs", "dynamic"}: what a class's methods bind on self."""
+        found = self.path_of(module)
+        if found is None or found[0].endswith("/"):
+            return None
+        key = f"{FACTS_VERSION}:self:{self.tree.key(found[0])}:{name}"
+        data = self.cache.get(key)
+        if data is None:
+            data = instance_attrs(self.tree.read(found[0]) or b"", name) or {}
+            self.cache.put(key, data)
+        return data or None
 
     @staticmethod
     def module_of(path: str) -> tuple[str, bool] | None:
@@ -134,7 +197,7 @@ class Modules:
                 found = self.symbol(star, name, depth + 1)
                 if found:
                     return found
-        if f["getattr"]:
+        if f["getattr"] or any(not s.startswith("sglang") for s in f["stars"]):
             return ("dynamic", module, name)
         return None
 
@@ -202,4 +265,53 @@ class Modules:
             found = self.resolve_base(module, b)
             if found and found[0] == "class":
                 out |= self.methods(found[1], found[2], depth + 1)
+        return out
+
+    def init_signature(self, module: str, name: str, depth: int = 0) -> dict | None:
+        """The __init__ a call of the class runs, when it can be known exactly.
+
+        None when a decorator, metaclass, __new__, a dataclass or a base
+        outside sglang could change what the call accepts.
+        """
+        cls = self.class_facts(module, name)
+        if cls is None or depth > 12 or cls["dataclass"] or cls.get("metaclass") or (
+                cls.get("decorators")) or "__new__" in cls["methods"]:
+            return None
+        init = cls["methods"].get("__init__")
+        if init is not None:
+            return None if init.get("decorators") else init
+        base = self._first_sglang_base(module, cls)
+        if base is None:
+            return None
+        return self.init_signature(base[1], base[2], depth + 1)
+
+    def attributes(self, module: str, name: str, strict: bool, depth: int = 0) -> set[str] | None:
+        """Every attribute an instance of the class can have; None: unknowable.
+
+        strict: a base outside sglang makes it unknowable; otherwise such a
+        base is taken to add nothing (nn.Module's own names do not matter to
+        a weight mapping).
+        """
+        cls = self.class_facts(module, name)
+        if cls is None or depth > 12:
+            return None
+        if {"__getattr__", "__getattribute__", "__setattr__"} & set(cls["methods"]):
+            return None
+        own = self.instance_attrs(module, name)
+        if own is None or own["dynamic"]:
+            return None
+        out = set(cls["methods"]) | set(cls["fields"]) | set(cls.get("attrs", ())) | set(
+            own["attrs"])
+        for b in cls["bases"]:
+            if b in ("object", "ABC", "abc.ABC", "Generic") or b.startswith("typing."):
+                continue
+            found = self.resolve_base(module, b)
+            if not found or found[0] != "class":
+                if strict or found is None or found[0] == "dynamic":
+                    return None
+                continue
+            inherited = self.attributes(found[1], found[2], strict, depth + 1)
+            if inherited is None:
+                return None
+            out |= inherited
         return out

@@ -29,13 +29,11 @@ def _blocked(ctx: Context, rel: str) -> str | None:
     or a directory where the file must be."""
     parts = rel.split("/")
     prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
-    out = ctx.stage.git.run("ls-files", "--", *prefixes, rel + "/") if prefixes else \
-        ctx.stage.git.run("ls-files", "--", rel + "/")
-    names = set(out.splitlines())
+    names = ctx.stage.paths_under(prefixes, rel)
     for p in prefixes:
         if p in names:
             return f"upstream has a file at {p}, where {rel} needs a directory"
-    if any(n.startswith(rel + "/") for n in names):
+    if rel + "/" in names:
         return f"upstream has a directory at {rel}"
     return None
 
@@ -52,7 +50,7 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
     for rel in ctx.manifest.unit_files(unit):
         data, mode = file_payload(ctx.manifest.files_dir(unit) / rel)
         current = stage.entry(rel)
-        if current is not None and current == (mode, stage.hash(data)):
+        if current is not None and current == (mode, stage.blob_id(data)):
             continue
         if current is not None and ctx.existed_at_pin(rel) is False:
             provides.append(rel)

@@ -45,7 +45,10 @@ def apply(ctx: Context, unit: Unit) -> Outcome:
     paths = parsed.paths
     gone = moves.gone_files(lambda p: stage.entry(p) is not None, parsed)
     if gone:
-        return moves.apply(ctx, parsed, gone)
+        try:
+            return moves.apply(ctx, parsed, gone)
+        finally:
+            stage.invalidate()  # moves write the index behind the stage's back
 
     plain = stage.apply(path, "-v")
     if plain.ok:
