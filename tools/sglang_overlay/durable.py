@@ -133,19 +133,30 @@ def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace path with data atomically (temporary file in the same directory)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def fill() -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
+
+    _replace(tmp, path, fill)
+
+
+def _replace(tmp: Path, dest: Path, fill, point: str | None = None) -> None:
+    """fill() writes tmp (flushed); then tmp replaces dest. A failure leaves no tmp."""
+    try:
+        fill()
+        if point:
+            crash_point(point)
+        os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(dest.parent)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -161,18 +172,13 @@ def copy_file(src: Path, dest: Path, point: str | None = None,
     """Copy src over dest atomically: a part file (beside dest, or in part_dir on
     the same file system), then a rename."""
     part = (part_dir or dest.parent) / f".{dest.name}{PART}{os.getpid()}"
-    try:
+
+    def fill() -> None:
         shutil.copyfile(src, part)
         with open(part, "rb+") as fh:
             os.fsync(fh.fileno())
-        if point:
-            crash_point(point)
-        os.replace(part, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise
-    _fsync_dir(dest.parent)
+
+    _replace(part, dest, fill, point)
 
 
 # --- processes and leftovers ----------------------------------------------------------
