@@ -1,14 +1,14 @@
 """One writer per overlay repository.
 
 Every verb that writes to an overlay repository (apply, upgrade, refresh,
-capture, build, pr, init) holds an exclusive ``flock`` on
+capture, build, pr, init, ci github) holds an exclusive ``flock`` on
 ``<overlay>/.overlay/lock`` for its whole run; its pid is written to
 ``.overlay/lock.pid``. A second writer says which process it waits for, waits
 up to ``SGLANG_OVERLAY_LOCK_TIMEOUT`` seconds (default 600) and then exits 2
 naming the holder. Read-only verbs (lint, check) never wait. The kernel
 releases a flock when its process dies, so ``kill -9`` leaves no stale lock.
-A run that fails (bad input: nothing written) removes the ``.overlay/`` it
-made for the lock, so it leaves nothing behind.
+A run that fails (bad input: nothing written) removes the lock file and the
+``.overlay/`` it made for the lock, so it leaves nothing behind.
 """
 
 from __future__ import annotations
