@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import realcases
-from helpers import copy_repo_overlay, git, overlay, overlay_snapshot, write_overlay
+from helpers import (
+    copy_repo_overlay,
+    git,
+    overlay,
+    overlay_snapshot,
+    read_manifest,
+    write_overlay,
+)
 
 OPT = "overlay/python/sglang/srt/models/opt.py"
 
 
+def _content(root):
+    """The overlay's units (with their variants) and the bytes of their files."""
+    files = {k: v for k, v in overlay_snapshot(root).items()
+             if k.startswith(("overlay/", "patches/", "variants/"))}
+    return read_manifest(root)["unit"], files
+
+
 def test_pin_back_brings_retired_units_back(tmp_path, upstream, shared_cache):
+    """The round trip v0.5.1 -> v0.5.3 -> v0.5.1 leaves the overlay as it was:
+    OPT retired on the way up comes back, and so do the reuse patches' own
+    v0.5.1 content and variants the upgrade dropped or promoted."""
     root = copy_repo_overlay(tmp_path / "ov", upstream)
     original = (root / OPT).read_bytes()
     first = overlay("-C", root, "apply", "--json", cache=shared_cache)
     assert first.rc == 0, first.err
+    before = _content(root)
     up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
     assert up.rc == 0, up.err
     assert not (root / OPT).exists()
+    # the upgrade promoted the v0.5.3 variants: the v0.5.1 patches are gone
+    assert not (root / "patches/parallel-state-reuse.patch").exists()
+    assert not (root / "patches/expert-location-reset/v0.5.2.patch").exists()
     git(root, "add", "-A")
     git(root, "commit", "-qm", "upgrade to v0.5.3")
 
@@ -29,13 +50,25 @@ def test_pin_back_brings_retired_units_back(tmp_path, upstream, shared_cache):
     assert units["opt-model"]["action"].startswith("brought back")
     assert units["opt-test-case"]["action"].startswith("brought back")
     assert back.json["revived"] == ["opt-model", "opt-test-case"]
-    # the same tree as before the round trip
+    assert back.json["restored"] == {
+        "parallel-state-reuse": "patch for releases before v0.5.3",
+        "expert-location-reset": "patch for releases before v0.5.2 and variant from v0.5.2",
+    }
+    assert "brought back its patch" in units["parallel-state-reuse"]["action"]
+    # the same units, variants and files, and the same tree, as before the round trip
+    assert _content(root) == before
     assert back.json["tree"] == first.json["tree"]
     changelog = (root / "CHANGELOG.md").read_text()
     assert "Moved the SGLang pin back from v0.5.3 to v0.5.1" in changelog
     assert "brought back `opt-model` (applied upstream only in v0.5.2)" in changelog
+    assert ("brought back from git history `parallel-state-reuse`'s patch for releases "
+            "before v0.5.3, `expert-location-reset`'s patch for releases before v0.5.2 "
+            "and variant from v0.5.2") in changelog
     text = overlay("-C", root, "apply", cache=shared_cache)
     assert text.rc == 0 and "opt-model" in text.out
+    both = overlay("-C", root, "check", "--sglang-ref", "v0.5.1", "--sglang-ref", "v0.5.3",
+                   "--json", cache=shared_cache)
+    assert both.rc == 0, both.out + both.err
 
 
 def test_a_retired_patch_names_its_first_release_and_comes_back(tmp_path, upstream,

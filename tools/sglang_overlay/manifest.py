@@ -314,6 +314,121 @@ def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant |
     return dropped, (chosen if end is None else None)
 
 
+def reachable(unit: Unit, pin: str) -> Unit:
+    """unit as an upgrade to pin leaves it: the variants unreachable_variants
+    names gone, the promoted one the unit's own patch."""
+    dropped, promoted = unreachable_variants(unit, pin)
+    gone = {v.from_ref for v in dropped} | ({promoted.from_ref} if promoted else set())
+    return replace(unit, patch=promoted.patch if promoted else unit.patch,
+                   variants=tuple(v for v in unit.variants if v.from_ref not in gone))
+
+
+def stored_at(content: Unit) -> str:
+    """Where one content of a unit (itself or a variant) is stored: its patch,
+    or the folder of its files."""
+    return content.patch if content.kind == "patch" else content.files_root
+
+
+def _timeline(unit: Unit) -> list[tuple[str | None, Unit, Variant | None]]:
+    """(first release, content, its variant) oldest first; None is every
+    release before the first variant."""
+    out: list[tuple[str | None, Unit, Variant | None]] = [(None, unit, None)]
+    for v in unit.variants:
+        out.append((v.from_ref, with_variant(unit, v), v))
+        if v.until:
+            out.append((v.until, unit, None))
+    return out
+
+
+def _at(timeline, release: str | None):
+    """The timeline's entry that applies on release (None: the oldest)."""
+    chosen = timeline[0]
+    for entry in timeline[1:]:
+        if release is not None and version_key(entry[0]) <= version_key(release):
+            chosen = entry
+    return chosen
+
+
+def with_content_before(unit: Unit, earlier: Unit, pin: str) -> Unit:
+    """unit with earlier's content again for the releases before pin where
+    unit only has its own content left: what upgrades to pin dropped or
+    promoted away. earlier is the unit as the overlay had it at an older pin;
+    unit's variants, and everything from pin on, stay as they are. A files
+    unit keeps its own files (upgrades only drop its variants)."""
+    key = version_key
+    now, then = _timeline(unit), _timeline(earlier)
+    starts = {e[0] for e in now[1:]} | {e[0] for e in then[1:] if key(e[0]) < key(pin)} | {pin}
+    seq: list[tuple[str | None, Unit, Variant | None]] = []
+    for s in [None, *sorted(starts, key=key)]:
+        _, content, variant = _at(now, s)
+        if variant is None and (s is None or key(s) < key(pin)):
+            _, content, variant = _at(then, s)
+            if variant is None and unit.kind == "files":
+                content = unit
+        if not seq or stored_at(seq[-1][1]) != stored_at(content):
+            seq.append((s, content, variant))
+    own = seq[0][1]
+    variants = []
+    for i, (s, content, variant) in enumerate(seq[1:], 1):
+        if stored_at(content) == stored_at(own):
+            continue
+        end = seq[i + 1][0] if i + 1 < len(seq) else None
+        until = end if end is not None and (
+            stored_at(seq[i + 1][1]) == stored_at(own)
+            or (variant is not None and variant.until == end)) else None
+        if unit.kind == "patch":
+            variants.append(Variant(from_ref=s, until=until, patch=content.patch))
+        else:  # a files variant's folder is named by its from
+            variants.append(replace(variant, until=until))
+    return replace(unit, patch=own.patch, variants=tuple(variants))
+
+
+def with_unit_content(text: str, unit: Unit) -> str:
+    """Set the unit's own patch and its [[unit.variant]] tables to unit's;
+    tables that stay keep their layout, new ones go where their from sorts."""
+
+    def fields(v: Variant) -> dict[str, Any]:
+        out: dict[str, Any] = {"from": v.from_ref}
+        if v.until:
+            out["until"] = v.until
+        if v.patch:
+            out["patch"] = v.patch
+        if v.files:
+            out["files"] = list(v.files)
+        return out
+
+    def change(doc):
+        import tomlkit
+
+        for table in doc.get("unit", []):
+            if table.get("name") != unit.name:
+                continue
+            if unit.kind == "patch":
+                table["patch"] = unit.patch
+            wanted = [fields(v) for v in unit.variants]
+            if not wanted:
+                table.pop("variant", None)
+                return
+            if "variant" not in table:
+                table["variant"] = tomlkit.aot()
+            tables = table["variant"]
+            for i in reversed(range(len(tables))):
+                if tables[i].unwrap() not in wanted:
+                    del tables[i]
+            for i, want in enumerate(wanted):
+                if i < len(tables) and tables[i].unwrap() == want:
+                    continue
+                new = tomlkit.table()
+                for k, v in want.items():
+                    new[k] = v
+                new.add(tomlkit.nl())
+                tables.insert(i, new)
+            return
+        raise KeyError(unit.name)
+
+    return _edit(text, change)
+
+
 def with_variants_dropped(text: str, name: str, drop: list[str],
                           promote: str | None = None) -> str:
     """Remove the variants of unit name whose from is in drop; with promote, that
