@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import realcases
 from helpers import (
     copy_repo_overlay,
@@ -11,8 +13,42 @@ from helpers import (
     read_manifest,
     write_overlay,
 )
+from sglang_overlay.manifest import Unit, Variant, reachable, with_content_before
 
 OPT = "overlay/python/sglang/srt/models/opt.py"
+
+
+def _patch_unit(*variants):
+    return Unit(name="u", kind="patch", description="u", patch="patches/u.patch",
+                variants=tuple(variants))
+
+
+def _v(start, until=None):
+    return Variant(start, until=until, patch=f"patches/u/{start}.patch")
+
+
+PINS = ["v0.5.1", "v0.5.2", "v0.5.3", "v0.5.4", "v0.5.5", "v0.5.6", "v0.5.18", "v0.5.21",
+        "v0.5.23"]
+
+
+@pytest.mark.parametrize("unit", [
+    _patch_unit(_v("v0.5.3"), _v("v0.5.18"), _v("v0.5.21")),
+    _patch_unit(_v("v0.5.2"), _v("v0.5.3", until="v0.5.5"), _v("v0.5.18")),  # a gap
+    _patch_unit(_v("v0.5.3", until="v0.5.18"), _v("v0.5.18")),  # until = next from
+    Unit(name="u", kind="files", description="u", files=("a.py",),
+         variants=(Variant("v0.5.2", files=("a.py",)), Variant("v0.5.3", "v0.5.5", files=("b.py",)),
+                   Variant("v0.5.18", files=("a.py",)))),
+], ids=["open", "gap", "until", "files"])
+def test_moving_back_gives_what_a_direct_upgrade_gives(unit):
+    """For every pin the upgrade to a newer pin and back to it leaves the unit
+    as an upgrade from the first pin straight there does."""
+    for i, at in enumerate(PINS):
+        for newer in PINS[i + 1:]:
+            for back in PINS[i:PINS.index(newer)]:
+                earlier = reachable(unit, at)
+                up = reachable(earlier, newer)
+                got = reachable(with_content_before(up, earlier, newer), back)
+                assert got == reachable(earlier, back), (at, newer, back)
 
 
 def _content(root):
@@ -137,3 +173,24 @@ def _numstat(cwd, a, b):
     out = subprocess.run(["git", "diff", "--no-index", "--numstat", str(a), str(b)], cwd=cwd,
                          capture_output=True, text=True).stdout.split()
     return out[0], out[1], out[2]
+
+
+def test_pin_back_refuses_when_the_older_commit_lacks_a_dropped_patch(tmp_path, upstream,
+                                                                       shared_cache):
+    """The v0.5.1 patch the upgrade promoted away was never committed: moving
+    back cannot restore it, so it refuses in one line and writes nothing."""
+    root = copy_repo_overlay(tmp_path / "ov", upstream, commit=False)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "rm", "-q", "--cached", "patches/parallel-state-reuse.patch")
+    git(root, "commit", "-qm", "overlay")
+    up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--yes", "--json", cache=shared_cache)
+    assert up.rc == 0, up.err
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "upgrade to v0.5.3")
+    snap = overlay_snapshot(root)
+    r = overlay("-C", root, "upgrade", "--to", "v0.5.1", cache=shared_cache)
+    assert r.rc == 2, r.out + r.err
+    assert r.err.count("\n") == 1
+    assert "'parallel-state-reuse'" in r.err and "patches/parallel-state-reuse.patch" in r.err
+    assert overlay_snapshot(root) == snap

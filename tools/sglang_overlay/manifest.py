@@ -90,10 +90,6 @@ class Variant:
     def label(self) -> str:
         return f"{self.from_ref}..{self.until}" if self.until else f"{self.from_ref}+"
 
-    def covers(self, release: str) -> bool:
-        key = version_key(release)
-        return version_key(self.from_ref) <= key and (
-            self.until is None or key < version_key(self.until))
 
 
 @dataclass(frozen=True)
@@ -187,10 +183,7 @@ class Manifest:
         if not unit.variants or unit.variant is not None or not release \
                 or not is_release(release):
             return unit
-        chosen = None
-        for v in unit.variants:
-            if v.covers(release):
-                chosen = v
+        chosen = chosen_variant(unit, release)
         return unit if chosen is None else with_variant(unit, chosen)
 
     def all_contents(self, unit: Unit) -> list[Unit]:
@@ -292,6 +285,23 @@ def with_variant(unit: Unit, v: Variant) -> Unit:
                    files_root=variant_dir(unit.name, v.from_ref))
 
 
+def _ranges(unit: Unit) -> list[tuple[Variant, str | None]]:
+    """Each variant and where it ends: its until, else the next variant's from
+    (an open range ends where the next variant begins), else never."""
+    vs = unit.variants
+    return [(v, v.until or (vs[i + 1].from_ref if i + 1 < len(vs) else None))
+            for i, v in enumerate(vs)]
+
+
+def chosen_variant(unit: Unit, release: str) -> Variant | None:
+    """The variant whose range holds release (a release tag), else None."""
+    key = version_key(release)
+    for v, end in _ranges(unit):
+        if version_key(v.from_ref) <= key and (end is None or key < version_key(end)):
+            return v
+    return None
+
+
 def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant | None]:
     """What a new pin makes dead: (variants no release >= pin chooses, the variant
     that becomes the unit's own content because no release >= pin uses it anymore).
@@ -300,18 +310,17 @@ def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant |
     """
     if not unit.variants or not is_release(pin):
         return [], None
-    chosen = next((v for v in reversed(unit.variants) if v.covers(pin)), None)
-    dropped = [v for v in unit.variants if v is not chosen and (
-        (v.until is not None and version_key(v.until) <= version_key(pin))
-        or (chosen is not None and version_key(v.from_ref) < version_key(chosen.from_ref)))]
+    chosen = chosen_variant(unit, pin)
+    dropped = [v for v, end in _ranges(unit)
+               if end is not None and version_key(end) <= version_key(pin)]
     if chosen is None or unit.kind != "patch":
         return dropped, None
-    # the unit's own content stays reachable where a range >= pin is left uncovered
-    end = chosen.until
-    for v in unit.variants:
-        if end is not None and v.from_ref == end:
-            end = v.until
-    return dropped, (chosen if end is None else None)
+    # the unit's own content stays reachable where a range after pin is left
+    # uncovered: a variant's until that no variant starts at
+    starts = {v.from_ref for v in unit.variants}
+    gap = any(v.until is not None and version_key(v.until) > version_key(pin)
+              and v.until not in starts for v in unit.variants)
+    return dropped, (None if gap else chosen)
 
 
 def reachable(unit: Unit, pin: str) -> Unit:
@@ -368,10 +377,13 @@ def with_content_before(unit: Unit, earlier: Unit, pin: str) -> Unit:
         if not seq or stored_at(seq[-1][1]) != stored_at(content):
             seq.append((s, content, variant))
     own = seq[0][1]
+    # a variant's table as either side had it, also where it was promoted
+    known = {stored_at(with_variant(x, v)): v for x in (earlier, unit) for v in x.variants}
     variants = []
     for i, (s, content, variant) in enumerate(seq[1:], 1):
         if stored_at(content) == stored_at(own):
             continue
+        variant = variant or known.get(stored_at(content))
         end = seq[i + 1][0] if i + 1 < len(seq) else None
         until = end if end is not None and (
             stored_at(seq[i + 1][1]) == stored_at(own)

@@ -92,17 +92,23 @@ def plan(session, manifest: Manifest, base) -> Plan:
             new = reachable(with_content_before(u, was, pin), to)
             if (new.patch, new.variants) == (u.patch, u.variants):
                 continue
-            have = {stored_at(c) for c in manifest.all_contents(u)}
-            back = [c for c in manifest.all_contents(new) if stored_at(c) not in have]
+            back = [c for c in manifest.all_contents(new)
+                    if not _present(manifest.root, stored_at(c), out.files)]
             for c in back:
                 out.files.update(_content_at(manifest.root, commit, old.ref, c, to, pin))
             out.text = with_unit_content(out.text, new)
             units[name] = new
-            out.restored[name] = _what(new, back)
+            out.restored[name] = _what(new, back, pin)
     out.manifest = replace(manifest, units=[units[u.name] for u in manifest.units])
-    ats = [at for at in out.revived.values()] + ([pin] if out.restored else [])
+    ats = list(out.revived.values()) + ([pin] if out.restored else [])
     out.earliest = max(ats, key=version_key) if ats else None
     return out
+
+
+def _present(root: Path, path: str, coming: dict[str, bytes]) -> bool:
+    """Is a patch (or a files variant's folder) in the overlay, or coming back?"""
+    return (root / path).exists() or any(p == path or p.startswith(path + "/")
+                                         for p in coming)
 
 
 def _needed_again(session, unit, base) -> bool:
@@ -218,7 +224,7 @@ def _content_at(root: Path, commit: str, old_pin: str, content, to: str,
         if not blobs:
             what = ("patch" if content.variant is None else f"variant from {content.variant}")
             raise BadInput(
-                f"moving the pin back to {to} needs unit '{content.name}''s {what} as "
+                f"moving the pin back to {to} needs the {what} of unit '{content.name}' as "
                 f"commit {commit[:12]} (pinned at {old_pin}) had it, but {path} is not "
                 "in that commit; nothing was written",
                 f"restore {path} and its entry in {MANIFEST_NAME} by hand, or pin {pin} "
@@ -228,7 +234,7 @@ def _content_at(root: Path, commit: str, old_pin: str, content, to: str,
     return out
 
 
-def _what(unit, back) -> str:
+def _what(unit, back, pin: str) -> str:
     """What came back of unit, for the notes."""
     parts = []
     for c in back:
@@ -239,7 +245,7 @@ def _what(unit, back) -> str:
     froms = [c.variant for c in back if c.variant is not None]
     if froms:
         parts.append(("variants" if len(froms) > 1 else "variant") + " from " + ", ".join(froms))
-    return " and ".join(parts)
+    return " and ".join(parts) or f"variants for the releases before {pin}"
 
 
 @contextlib.contextmanager
