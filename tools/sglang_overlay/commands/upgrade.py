@@ -1,8 +1,9 @@
 """`overlay upgrade --to REF`: move the pin to a new upstream ref.
 
-0. Moving the pin back before a unit's applied-upstream brings the unit back
-   (pinback.py): its files from the overlay repository's git history, or a
-   refusal (exit 2) with nothing written.
+0. Moving the pin back brings back what moves forward took away (pinback.py):
+   units retired after REF, and the patch and variants upgrades dropped or
+   promoted for releases before the old pin, from the overlay repository's
+   git history, or a refusal (exit 2) with nothing written.
 1. Build the overlay on REF. A conflict stops here: a resolution worktree
    is left and `overlay refresh --continue` finishes the upgrade later.
 2. Retire units upstream caught up with: `already-upstream` ones always,
