@@ -194,3 +194,27 @@ def test_pin_back_refuses_when_the_older_commit_lacks_a_dropped_patch(tmp_path, 
     assert r.err.count("\n") == 1
     assert "'parallel-state-reuse'" in r.err and "patches/parallel-state-reuse.patch" in r.err
     assert overlay_snapshot(root) == snap
+
+
+def test_pin_back_brings_a_dropped_files_variant_back(tmp_path, upstream, shared_cache):
+    """A files unit's variant from v0.5.2 is dropped on the way to v0.5.3 (its
+    range ends where v0.5.3's begins); moving back to v0.5.2 brings its folder
+    back from history and the manifest as it was."""
+    rel = "python/sglang/srt/extra_note.txt"
+    root = write_overlay(tmp_path / "ov", upstream, [
+        {"name": "extra", "kind": "files", "description": "extra", "files": [rel]},
+    ], {f"overlay/{rel}": "own\n", f"variants/extra/v0.5.2/{rel}": "v0.5.2\n",
+        f"variants/extra/v0.5.3/{rel}": "v0.5.3\n"},
+        extra_toml=f'[[unit.variant]]\nfrom = "v0.5.2"\nfiles = ["{rel}"]\n\n'
+                   f'[[unit.variant]]\nfrom = "v0.5.3"\nfiles = ["{rel}"]\n')
+    before = _content(root)
+    up = overlay("-C", root, "upgrade", "--to", "v0.5.3", "--json", cache=shared_cache)
+    assert up.rc == 0, up.err
+    assert not (root / f"variants/extra/v0.5.2/{rel}").exists()
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "upgrade")
+    back = overlay("-C", root, "upgrade", "--to", "v0.5.2", "--json", cache=shared_cache)
+    assert back.rc == 0, back.err
+    assert back.json["restored"] == {"extra": "variant from v0.5.2"}
+    assert _content(root) == before
+    assert (root / f"sglang-v0.5.2/{rel}").read_text() == "v0.5.2\n"
