@@ -217,3 +217,19 @@ def test_repository_overlay_is_clean_on_every_release(tmp_path, upstream, shared
     assert variants["parallel-state-reuse"]["v0.5.23"] == "v0.5.21"
     assert variants["expert-location-reset"]["v0.5.18"] == "v0.5.18"
     assert variants["reuse-distributed-test"]["v0.5.8"] == "v0.5.8"
+
+
+def test_an_open_range_ends_where_the_next_variant_begins(tmp_path):
+    """v0.5.2 is open, so it ends at v0.5.3; after v0.5.3's until the unit's
+    own patch applies again (not v0.5.2's), and an upgrade into that gap drops
+    both variants and keeps the own patch."""
+    u = _unit(Variant("v0.5.2", patch="patches/u/v0.5.2.patch"),
+              Variant("v0.5.3", until="v0.5.5", patch="patches/u/v0.5.3.patch"),
+              Variant("v0.5.18", patch="patches/u/v0.5.18.patch"))
+    m = manifest_mod.Manifest(root=tmp_path, upstream_url="", ref=None, commit=None, units=[u])
+    assert [m.variant_for(u, r).variant for r in ("v0.5.2", "v0.5.4", "v0.5.5", "v0.5.18")] == [
+        "v0.5.2", "v0.5.3", None, "v0.5.18"]
+    d, p = unreachable_variants(u, "v0.5.5")
+    assert [v.from_ref for v in d] == ["v0.5.2", "v0.5.3"] and p is None
+    d, p = unreachable_variants(u, "v0.5.2")  # v0.5.5..v0.5.18 still use the own patch
+    assert d == [] and p is None

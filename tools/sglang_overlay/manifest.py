@@ -90,10 +90,6 @@ class Variant:
     def label(self) -> str:
         return f"{self.from_ref}..{self.until}" if self.until else f"{self.from_ref}+"
 
-    def covers(self, release: str) -> bool:
-        key = version_key(release)
-        return version_key(self.from_ref) <= key and (
-            self.until is None or key < version_key(self.until))
 
 
 @dataclass(frozen=True)
@@ -187,10 +183,7 @@ class Manifest:
         if not unit.variants or unit.variant is not None or not release \
                 or not is_release(release):
             return unit
-        chosen = None
-        for v in unit.variants:
-            if v.covers(release):
-                chosen = v
+        chosen = chosen_variant(unit, release)
         return unit if chosen is None else with_variant(unit, chosen)
 
     def all_contents(self, unit: Unit) -> list[Unit]:
@@ -292,6 +285,23 @@ def with_variant(unit: Unit, v: Variant) -> Unit:
                    files_root=variant_dir(unit.name, v.from_ref))
 
 
+def _ranges(unit: Unit) -> list[tuple[Variant, str | None]]:
+    """Each variant and where it ends: its until, else the next variant's from
+    (an open range ends where the next variant begins), else never."""
+    vs = unit.variants
+    return [(v, v.until or (vs[i + 1].from_ref if i + 1 < len(vs) else None))
+            for i, v in enumerate(vs)]
+
+
+def chosen_variant(unit: Unit, release: str) -> Variant | None:
+    """The variant whose range holds release (a release tag), else None."""
+    key = version_key(release)
+    for v, end in _ranges(unit):
+        if version_key(v.from_ref) <= key and (end is None or key < version_key(end)):
+            return v
+    return None
+
+
 def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant | None]:
     """What a new pin makes dead: (variants no release >= pin chooses, the variant
     that becomes the unit's own content because no release >= pin uses it anymore).
@@ -300,18 +310,135 @@ def unreachable_variants(unit: Unit, pin: str) -> tuple[list[Variant], Variant |
     """
     if not unit.variants or not is_release(pin):
         return [], None
-    chosen = next((v for v in reversed(unit.variants) if v.covers(pin)), None)
-    dropped = [v for v in unit.variants if v is not chosen and (
-        (v.until is not None and version_key(v.until) <= version_key(pin))
-        or (chosen is not None and version_key(v.from_ref) < version_key(chosen.from_ref)))]
+    chosen = chosen_variant(unit, pin)
+    dropped = [v for v, end in _ranges(unit)
+               if end is not None and version_key(end) <= version_key(pin)]
     if chosen is None or unit.kind != "patch":
         return dropped, None
-    # the unit's own content stays reachable where a range >= pin is left uncovered
-    end = chosen.until
+    # the unit's own content stays reachable where a range after pin is left
+    # uncovered: a variant's until that no variant starts at
+    starts = {v.from_ref for v in unit.variants}
+    gap = any(v.until is not None and version_key(v.until) > version_key(pin)
+              and v.until not in starts for v in unit.variants)
+    return dropped, (None if gap else chosen)
+
+
+def reachable(unit: Unit, pin: str) -> Unit:
+    """unit as an upgrade to pin leaves it: the variants unreachable_variants
+    names gone, the promoted one the unit's own patch."""
+    dropped, promoted = unreachable_variants(unit, pin)
+    gone = {v.from_ref for v in dropped} | ({promoted.from_ref} if promoted else set())
+    return replace(unit, patch=promoted.patch if promoted else unit.patch,
+                   variants=tuple(v for v in unit.variants if v.from_ref not in gone))
+
+
+def stored_at(content: Unit) -> str:
+    """Where one content of a unit (itself or a variant) is stored: its patch,
+    or the folder of its files."""
+    return content.patch if content.kind == "patch" else content.files_root
+
+
+def _timeline(unit: Unit) -> list[tuple[str | None, Unit, Variant | None]]:
+    """(first release, content, its variant) oldest first; None is every
+    release before the first variant."""
+    out: list[tuple[str | None, Unit, Variant | None]] = [(None, unit, None)]
     for v in unit.variants:
-        if end is not None and v.from_ref == end:
-            end = v.until
-    return dropped, (chosen if end is None else None)
+        out.append((v.from_ref, with_variant(unit, v), v))
+        if v.until:
+            out.append((v.until, unit, None))
+    return out
+
+
+def _at(timeline, release: str | None):
+    """The timeline's entry that applies on release (None: the oldest)."""
+    chosen = timeline[0]
+    for entry in timeline[1:]:
+        if release is not None and version_key(entry[0]) <= version_key(release):
+            chosen = entry
+    return chosen
+
+
+def with_content_before(unit: Unit, earlier: Unit, pin: str) -> Unit:
+    """unit with earlier's content again for the releases before pin where
+    unit only has its own content left: what upgrades to pin dropped or
+    promoted away. earlier is the unit as the overlay had it at an older pin;
+    unit's variants, and everything from pin on, stay as they are. A files
+    unit keeps its own files (upgrades only drop its variants)."""
+    key = version_key
+    now, then = _timeline(unit), _timeline(earlier)
+    starts = {e[0] for e in now[1:]} | {e[0] for e in then[1:] if key(e[0]) < key(pin)} | {pin}
+    seq: list[tuple[str | None, Unit, Variant | None]] = []
+    for s in [None, *sorted(starts, key=key)]:
+        _, content, variant = _at(now, s)
+        if variant is None and (s is None or key(s) < key(pin)):
+            _, content, variant = _at(then, s)
+            if variant is None and unit.kind == "files":
+                content = unit
+        if not seq or stored_at(seq[-1][1]) != stored_at(content):
+            seq.append((s, content, variant))
+    own = seq[0][1]
+    # a variant's table as either side had it, also where it was promoted
+    known = {stored_at(with_variant(x, v)): v for x in (earlier, unit) for v in x.variants}
+    variants = []
+    for i, (s, content, variant) in enumerate(seq[1:], 1):
+        if stored_at(content) == stored_at(own):
+            continue
+        variant = variant or known.get(stored_at(content))
+        end = seq[i + 1][0] if i + 1 < len(seq) else None
+        until = end if end is not None and (
+            stored_at(seq[i + 1][1]) == stored_at(own)
+            or (variant is not None and variant.until == end)) else None
+        if unit.kind == "patch":
+            variants.append(Variant(from_ref=s, until=until, patch=content.patch))
+        else:  # a files variant's folder is named by its from
+            variants.append(replace(variant, until=until))
+    return replace(unit, patch=own.patch, variants=tuple(variants))
+
+
+def with_unit_content(text: str, unit: Unit) -> str:
+    """Set the unit's own patch and its [[unit.variant]] tables to unit's;
+    tables that stay keep their layout, new ones go where their from sorts."""
+
+    def fields(v: Variant) -> dict[str, Any]:
+        out: dict[str, Any] = {"from": v.from_ref}
+        if v.until:
+            out["until"] = v.until
+        if v.patch:
+            out["patch"] = v.patch
+        if v.files:
+            out["files"] = list(v.files)
+        return out
+
+    def change(doc):
+        import tomlkit
+
+        for table in doc.get("unit", []):
+            if table.get("name") != unit.name:
+                continue
+            if unit.kind == "patch":
+                table["patch"] = unit.patch
+            wanted = [fields(v) for v in unit.variants]
+            if not wanted:
+                table.pop("variant", None)
+                return
+            if "variant" not in table:
+                table["variant"] = tomlkit.aot()
+            tables = table["variant"]
+            for i in reversed(range(len(tables))):
+                if tables[i].unwrap() not in wanted:
+                    del tables[i]
+            for i, want in enumerate(wanted):
+                if i < len(tables) and tables[i].unwrap() == want:
+                    continue
+                new = tomlkit.table()
+                for k, v in want.items():
+                    new[k] = v
+                new.add(tomlkit.nl())
+                tables.insert(i, new)
+            return
+        raise KeyError(unit.name)
+
+    return _edit(text, change)
 
 
 def with_variants_dropped(text: str, name: str, drop: list[str],
@@ -421,13 +548,14 @@ def _type(v: Any) -> str:
             list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
 
 
-def load(root: Path, check_files: bool = True) -> Manifest:
-    """Load and validate root/overlay.toml (and, by default, the files it names)."""
+def load(root: Path, check_files: bool = True, text: str | None = None) -> Manifest:
+    """Load and validate root/overlay.toml (and, by default, the files it names);
+    with text, that text instead of the file (an older version from git)."""
     root = Path(root).resolve()
     path = root / MANIFEST_NAME
     c = _Checker(MANIFEST_NAME)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text if text is not None else path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: not found", "run `overlay init` to create it")
     except UnicodeDecodeError as exc:

@@ -1,8 +1,9 @@
 """`overlay upgrade --to REF`: move the pin to a new upstream ref.
 
-0. Moving the pin back before a unit's applied-upstream brings the unit back
-   (pinback.py): its files from the overlay repository's git history, or a
-   refusal (exit 2) with nothing written.
+0. Moving the pin back brings back what moves forward took away (pinback.py):
+   units retired after REF, and the patch and variants upgrades dropped or
+   promoted for releases before the old pin, from the overlay repository's
+   git history, or a refusal (exit 2) with nothing written.
 1. Build the overlay on REF. A conflict stops here: a resolution worktree
    is left and `overlay refresh --continue` finishes the upgrade later.
 2. Retire units upstream caught up with: `already-upstream` ones always,
@@ -78,12 +79,12 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     dest = target.default_target(root, to_ref)
     pre = target.preflight(session.workspace, dest, target.branch_for(to_ref), force=False)
     base = session.resolve(to_ref)
-    # 0. moving the pin back before a unit's applied-upstream brings the unit
-    # back, its files as the overlay's history had them when it was retired
-    revived = pinback.revivals(session, m, base)
-    if revived:
+    # 0. moving the pin back brings back what moves forward took away: retired
+    # units, and the content upgrades dropped for releases before the old pin
+    back = pinback.plan(session, m, base)
+    if back:
         _ = session.overlay_commit  # of the real overlay, before the stand-in
-    with pinback.stand_in(session, revived) as work:
+    with pinback.stand_in(session, back) as work:
         wm = work.manifest
         # 1. what upstream caught up with, judged with every unit applied
         first = work.build(base)
@@ -103,12 +104,12 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         staying = [replace(u, applied_upstream=retire_at[u.name]) if u.name in retire else u
                    for u in wm.units]
         build = work.build(base, units=staying) if retire else first
-        if not build.ok and revived:
+        if not build.ok and back:
             names = ", ".join(r.unit.name for r in build.conflicts)
             raise BadInput(f"moving the pin back to {to_ref} brings back "
-                           f"{', '.join(revived)}, but {names} then conflicts on {to_ref}; "
-                           "nothing was written",
-                           f"pin a release at or after {pinback.earliest(m, revived)}, or "
+                           f"{', '.join(back.names())}, but {names} then conflicts on "
+                           f"{to_ref}; nothing was written",
+                           f"pin a release at or after {back.earliest}, or "
                            "restore the units by hand and resolve with `overlay apply`")
         # every patch (the unit's own and its variants'), as the stand-in has them
         patches = {c.patch: work.patch_file(c).read_bytes()
@@ -118,18 +119,17 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
 
     tx = journal.Transaction(root)
-    text = (root / MANIFEST_NAME).read_text()
-    for name, files in revived.items():
-        text = with_unit_keys(text, name, applied_upstream=None)
-        for rel, data in files.items():
-            tx.write(rel, data)
+    text = back.text
+    for rel, data in back.files.items():
+        tx.write(rel, data)
+    m = back.manifest  # the units as they are back
     actions: dict[str, str] = {}
     regenerated = []
     dropped_variants: list[str] = []
     statuses = {r.unit.name: r.status for r in first.results}
     for r in build.results:
         u = next(x for x in m.units if x.name == r.unit.name)
-        if u.retired and u.name not in revived:
+        if u.retired:
             actions[u.name] = "retired earlier"
             continue
         if u.name in retire:
@@ -145,6 +145,8 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         text, note = _drop_variants(m, u, to_ref, text, tx)
         if note:
             dropped_variants.append(f"`{u.name}` {note}")
+        tail = (f"; {note}" if note else "") + (
+            f"; brought back its {back.restored[u.name]}" if u.name in back.restored else "")
         if u.kind == "patch":
             v = r.unit  # the variant the build used on REF
             current = patches.get(v.patch) or session.patch_file(v).read_bytes()
@@ -153,13 +155,12 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             if fresh != tx.read(v.patch):
                 tx.write(v.patch, fresh)
                 regenerated.append(u.name)
-                actions[u.name] = f"regenerated ({_why(r)})" + (f"; {note}" if note else "")
+                actions[u.name] = f"regenerated ({_why(r)})" + tail
                 continue
         actions[u.name] = ("kept" if statuses.get(u.name) != UPSTREAM_PROVIDES else
-                           "kept (upstream provides it; pass --yes to retire)") + \
-            (f"; {note}" if note else "")
-        if u.name in revived:
-            actions[u.name] = f"brought back (applied upstream only in {u.applied_upstream})"
+                           "kept (upstream provides it; pass --yes to retire)") + tail
+        if u.name in back.revived:
+            actions[u.name] = f"brought back (applied upstream only in {back.revived[u.name]})"
     retired = list(retire)
     # no lock when the upstream was overridden with --upstream
     lock_commit = base.commit if session.is_manifest_upstream else None
@@ -168,8 +169,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
         _changelog_line(from_ref, to_ref, retire_at, regenerated,
-                        {n: m.unit(n).applied_upstream for n in revived},
-                        dropped_variants)).encode())
+                        back.revived, dropped_variants, back.restored)).encode())
     # recorded with the change itself: a run killed before the worktree is made
     # leaves the record, and the next `upgrade --to REF` makes the worktree
     record = {"from": from_ref, "to": to_ref, "base": base.commit}
@@ -184,7 +184,8 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
         "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
         "units": [{**r.to_json(), "status": statuses[r.unit.name],
                    "action": actions[r.unit.name]} for r in first.results],
-        "retired": retired, "regenerated": regenerated, "revived": list(revived),
+        "retired": retired, "regenerated": regenerated, "revived": list(back.revived),
+        "restored": back.restored,
         "changed_files": changed,
         **out.to_json(), "exit_code": code,
     }
@@ -196,7 +197,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     for f in out.findings:
         click.echo(f.text())
     click.echo("")
-    verb = "moved the pin back" if revived or (
+    verb = "moved the pin back" if back or (
         from_ref and version_key(to_ref) < version_key(from_ref)) else "upgraded"
     click.echo(f"{verb} {from_ref} -> {to_ref} ({base.commit[:12]}); "
                f"changed: {', '.join(changed) or 'nothing'}")
@@ -338,7 +339,7 @@ def _drop_variants(m, u, to_ref: str, text: str, tx) -> tuple[str, str]:
 
 
 def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict,
-                    dropped=()) -> str:
+                    dropped=(), restored: dict | None = None) -> str:
     back = version_key(to_ref) < version_key(from_ref) if from_ref else False
     line = (f"Moved the SGLang pin back from {from_ref} to {to_ref}" if back
             else f"Upgraded SGLang from {from_ref} to {to_ref}")
@@ -346,6 +347,9 @@ def _changelog_line(from_ref, to_ref, retired: dict, regenerated, revived: dict,
     if revived:
         parts.append("brought back " + ", ".join(
             f"`{n}` (applied upstream only in {at})" for n, at in revived.items()))
+    if restored:
+        parts.append("brought back from git history " + ", ".join(
+            f"`{n}`'s {what}" for n, what in restored.items()))
     by_release: dict[str, list[str]] = {}
     for name, at in retired.items():
         by_release.setdefault(at, []).append(name)
