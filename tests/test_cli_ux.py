@@ -99,7 +99,10 @@ def test_every_verb_fetches_from_the_environment_setting(tmp_path, upstream, sha
     assert r.rc == 0, r.err
     assert r.json["upstream"] == GITHUB and r.json["upstream_source"] == "env"
     assert r.json["commit"] == git(upstream, "rev-parse", "v0.5.1^{commit}")
-    assert f'url = "{GITHUB}"' in (tmp_path / "new" / "overlay.toml").read_text()
+    text = (tmp_path / "new" / "overlay.toml").read_text()
+    assert f'url = "{GITHUB}"' in text
+    # the mirror's commit is not written as GitHub's lock
+    assert r.json["locked"] is False and "commit =" not in text
 
 
 def test_config_mirrors_map_the_manifest_url(tmp_path, upstream, shared_cache, monkeypatch):
@@ -199,6 +202,14 @@ def test_relative_paths_resolve_against_dash_c(tmp_path, upstream, shared_cache,
     r = overlay("-C", root, "test", "--dry-run", "--standin-suite", "suite", "--json")
     assert r.rc == 0, r.err
     assert r.json["runs"][0]["cwd"] == str(root / "suite")
+    # --python: the suite's commands run from the suite's directory, so a relative
+    # interpreter must be DIR's, made absolute
+    (root / "bin").mkdir()
+    (root / "bin" / "python").symlink_to(sys.executable)
+    r = overlay("-C", root, "test", "--dry-run", "--standin-suite", "suite", "--python",
+                "bin/python", "--json")
+    assert r.rc == 0, r.err
+    assert str(root / "bin" / "python") in json.dumps(r.json["runs"][0]), r.json["runs"][0]
     # --push
     assert resolve_remote(root, "mirror.git", False, cwd=root) == str(root / "mirror.git")
     with pytest.raises(BadInput):

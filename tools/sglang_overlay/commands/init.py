@@ -74,7 +74,12 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     mirror = Cache(opts.cache_dir).mirror(url)
     resolved = mirror.resolve(sglang_ref, offline=offline)  # fails before writing anything
 
-    manifest = with_lock(MANIFEST_HEADER, sglang_ref, resolved.commit, url=stored)
+    # The lock names a commit of the manifest's upstream: one fetched from a
+    # mirror may not exist there (a different history), so it is left for the
+    # first apply that fetches from the manifest's URL (or --update-lock).
+    locked = url == normalize_url(stored, must_exist=False)
+    manifest = with_lock(MANIFEST_HEADER, sglang_ref, resolved.commit if locked else None,
+                         url=stored)
     workflows: list[Path] = []
     if dest.is_dir() and any(dest.iterdir()):
         # an existing directory (a repository, say): overlay.toml goes in last, so
@@ -118,6 +123,7 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
             "upstream_source": choice.source,
             "ref": sglang_ref,
             "commit": resolved.commit,
+            "locked": locked,
             "workflows": [str(p) for p in workflows],
             "exit_code": OK,
         })
@@ -126,7 +132,9 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     click.echo(f"  upstream {stored}")
     if choice.source != "--upstream" and url != normalize_url(stored):
         click.echo(f"  fetched  from {url} ({choice.describe()})")
-    click.echo(f"  pinned   {sglang_ref} at {resolved.commit}")
+    click.echo(f"  pinned   {sglang_ref} at {resolved.commit}"
+               + ("" if locked else f" (not locked: fetched from a mirror; the first apply "
+                                    f"from {stored}, or --update-lock, writes the lock)"))
     for p in workflows:
         click.echo(f"  wrote    {p.relative_to(dest)}")
     click.echo("next: `overlay capture --from <your fork>` or add units to "

@@ -38,6 +38,7 @@ from .. import durable, repolock, report, shards, suite as suite_mod, target
 from ..output import progress
 from ..errors import FINDINGS, OK, BadInput, Findings, NeedsGPU
 from ..gitutil import Git
+from ..interpreters import interpreter
 from ..manifest import load
 from . import open_root
 
@@ -99,7 +100,9 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
             "add an add-model-case edit unit for it to overlay.toml and run `overlay apply` "
             "(the test never edits the checkout)")
 
-    python = python or sys.executable
+    # a relative --python is taken from DIR (-C), as install and verify take it:
+    # the suite's commands run from the suite's directory
+    python = interpreter(python, opts.directory)
     probe = suite_mod.probe(python, cuda=runner == suite_mod.RUNNER_GPU and not dry_run)
     if runner == suite_mod.RUNNER_GPU and not dry_run:
         _require_cuda(probe)
