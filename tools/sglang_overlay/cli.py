@@ -335,4 +335,12 @@ def _usage_line(exc: click.ClickException) -> str:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if code == INTERRUPTED:
+        # the stack is unwound (locks released, scratch removed); skip the
+        # interpreter's teardown, where a git process object's finalizer would
+        # print a second KeyboardInterrupt traceback after "interrupted"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
