@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .. import durable, export, journal, paths, report, state, target, workflow
+from .. import durable, export, journal, paths, report, state, target, upgrading, workflow
 from ..durable import crash_point
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
@@ -29,7 +29,6 @@ from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
 from ..units import edit as edits
 from ..upstream import Resolved
 from . import open_overlay
-from . import upgrade as upgrade_cmd
 
 MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.M)
 
@@ -112,7 +111,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     crash_point("continue-resolved")
 
     if pending["operation"] == "upgrade":
-        return upgrade_cmd.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
+        return upgrading.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
 
     # an apply: the resolution becomes the unit's patch now, then apply again
     tx = journal.Transaction(m.root)
