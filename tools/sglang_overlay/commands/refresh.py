@@ -87,7 +87,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     # the resolution: everything on top of where the worktree started,
     # whether the user committed it or not
     head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
-    tree = _worktree_tree(g)
+    tree = target.content_tree(g.cwd)
     for path in g.run("diff", "--name-only", head, tree).splitlines():
         p = res / path
         if p.is_file():
@@ -139,15 +139,6 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     else:
         workflow.explain_conflict(out, pending["ref"])
     return code
-
-
-def _worktree_tree(g: Git) -> str:
-    """The tree of a worktree's files as they are now (untracked included)."""
-    with durable.scratch(target.workspace_cache(g.cwd), "index") as tmp:
-        gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
-        gi.run("read-tree", "HEAD")
-        gi.run("add", "-A", ".")
-        return gi.run("write-tree")
 
 
 # --- plain refresh ------------------------------------------------------------
