@@ -143,6 +143,11 @@ class Git:
     def has_object(self, oid: str) -> bool:
         return self.result("cat-file", "-e", oid).ok
 
+    def file_at(self, commit: str, path: str) -> bytes | None:
+        """The bytes of path in commit's tree; None when it has no such file."""
+        r = self.result("cat-file", "blob", f"{commit}:{path}", binary=True)
+        return r.out if r.ok else None
+
     def rev(self, rev: str) -> str | None:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None

@@ -282,9 +282,7 @@ def _first_release(session, unit, from_ref, to_ref) -> str:
         holds = lambda g, c: releases.has_paths(g, c, paths)
     elif unit.kind == "edit":
         def holds(g, c):
-            read = lambda p: g.run_bytes("show", f"{c}:{p}") if g.has_object(f"{c}:{p}") \
-                else None
-            return edits.already_upstream(m, unit, read)
+            return edits.already_upstream(m, unit, lambda p: g.file_at(c, p))
     else:
         patch = session.patch_file(unit)
 

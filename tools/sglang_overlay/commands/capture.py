@@ -324,9 +324,7 @@ def _config_registration(g, changes, merge_base, label, taken):
                 new_classes.setdefault(name, module)
     if not new_classes:
         return None
-    read = lambda p: g.run_bytes("show", f"{merge_base}:{p}") \
-        if g.has_object(f"{merge_base}:{p}") else None
-    registry = edits.find_registry(read)
+    registry = edits.find_registry(lambda p: g.file_at(merge_base, p))
     by_path = {ch.path: ch for ch in changes if ch.status == "M"}
     if registry is None or registry not in by_path or edits.CONFIGS_INIT not in by_path:
         return None

@@ -563,7 +563,7 @@ def _model_extras(manifest: Manifest, unit: Unit, wt: Path, series: Series) -> s
     if not models:
         return ""
     notes: list[str] = []
-    suite = edit_mod.find_suite(
+    suite = edit_mod.suite_layout(
         lambda p: (wt / p).read_bytes() if (wt / p).is_file() else None)
     if suite is None:
         series.warnings.append("no generation suite in the checkout: no ModelCase added")

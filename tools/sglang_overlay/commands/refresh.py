@@ -313,25 +313,18 @@ def _new_unit(g, tx, text, names, parent, c):
 
 
 def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
-    models = [m.model(a) for a in unit.models]
+    """Why commit c's change to an edit unit's files is not the edit itself, or None."""
+    try:
+        steps = dict(edits.plan_on(m, unit, lambda path: g.file_at(parent, path)))
+    except edits.MissingAnchor:
+        steps = {}
     for ch in export.changes(g, parent, c):
         before = g.object_bytes(ch.old_blob).decode() if ch.status != "A" else ""
         after = g.object_bytes(ch.new_blob).decode() if ch.status != "D" else ""
-        if unit.edit == "register-config":
-            read = lambda path: g.run_bytes("show", f"{parent}:{path}") \
-                if g.has_object(f"{parent}:{path}") else None
-            try:
-                steps = dict(edits.config_plan(m, unit, read))
-            except edits.MissingAnchor:
-                steps = {}
+        try:
             expected = steps[ch.path](before).text if ch.path in steps else None
-        elif unit.edit == "register-multimodal":
-            expected = edits.register_multimodal(before, [x.architecture for x in models]).text
-        elif unit.edit == "register-mla":
-            expected = edits.register_mla(before, [x.architecture for x in models]).text
-        else:
-            list_name = dict(edits.SUITES).get(ch.path, "ALL_MODELS")
-            expected = edits.add_model_cases(before, list_name, models).text
+        except (edits.MissingAnchor, SyntaxError):
+            expected = None
         if after != expected:
             return (f"{ch.path} was changed by hand; an edit unit is a declaration, so "
                     "make the change in overlay.toml or in a new commit (a new patch unit)")
