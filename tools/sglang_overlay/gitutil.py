@@ -171,6 +171,17 @@ class Git:
         self._cmd.clear_cache()
 
 
+def worktree_gitdir(worktree: Path) -> Path | None:
+    """The git dir a linked worktree's `.git` file names (`gitdir: PATH`), or None
+    when worktree has no such file."""
+    gitfile = worktree / ".git"
+    try:
+        text = gitfile.read_text().strip() if gitfile.is_file() else ""
+    except OSError:
+        return None
+    return Path(text[len("gitdir: "):]) if text.startswith("gitdir: ") else None
+
+
 def clear_stale_lock(stderr: str, wait_for_holder: float | None = None) -> bool:
     """Remove a git lock file that a killed git process left behind.
 

@@ -94,6 +94,12 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         taken.add(fields["name"])
         buckets[fields["kind"]].append((fields, row))
 
+    def whole_file(ch, name: str, description: str, note: str) -> None:
+        """A files unit that carries the fork's copy of ch.path."""
+        tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob), ch.permissions)
+        add_unit({"name": name, "kind": "files", "description": description,
+                  "files": [ch.path]}, [name, "files", f"overlay/{ch.path}", note])
+
     for ch in changes:
         if ch.path in claimed or any(u.kind == "patch" and ch.path in _patch_paths(manifest, u)
                                      for u in manifest.active_units):
@@ -103,24 +109,15 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         binary = ch.status != "D" and ch.path in binaries
         if ch.status == "A" and ch.new_mode in ("100644", "100755"):
             name = export.slug(f"{stem}-model" if ch.path.startswith(MODELS_DIR) else stem, taken)
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
-            add_unit({"name": name, "kind": "files",
-                      "description": f"Add {ch.path} (captured from {label})",
-                      "files": [ch.path]},
-                     [name, "files", f"overlay/{ch.path}", "new file"])
+            whole_file(ch, name, f"Add {ch.path} (captured from {label})", "new file")
             if ch.path.startswith(MODELS_DIR) and ch.path.count("/") == 4:
                 for arch in _entry_classes(g.object_bytes(ch.new_blob), ch.path):
                     new_models.setdefault(arch, {"architecture": arch})["unit"] = name
             continue
         if ch.status == "M" and binary and ch.new_mode == ch.old_mode:
-            name = export.slug(stem, taken)
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
-            add_unit({"name": name, "kind": "files",
-                      "description": f"Replace {ch.path} (binary; captured from {label})",
-                      "files": [ch.path]},
-                     [name, "files", f"overlay/{ch.path}", "binary change: whole file"])
+            whole_file(ch, export.slug(stem, taken),
+                       f"Replace {ch.path} (binary; captured from {label})",
+                       "binary change: whole file")
             notes.append(f"{ch.path}: binary change, captured as a whole-file replacement "
                          f"in overlay/{ch.path}")
             continue

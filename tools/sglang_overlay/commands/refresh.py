@@ -280,8 +280,7 @@ def _files_back(g, tx, text, m, unit, parent, c):
                 files.remove(ch.path)
             tx.delete(dest)
         else:
-            tx.write(dest, g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
+            tx.write(dest, g.object_bytes(ch.new_blob), ch.permissions)
             if ch.path not in listed:
                 files.append(ch.path)
         touched.append(dest)
@@ -298,8 +297,7 @@ def _new_unit(g, tx, text, names, parent, c):
     chs = export.changes(g, parent, c)
     if chs and all(ch.status == "A" and ch.new_mode in ("100644", "100755") for ch in chs):
         for ch in chs:
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
+            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob), ch.permissions)
         fields = {"name": name, "kind": "files", "description": message or subject,
                   "files": [ch.path for ch in chs], "forwarded": "no"}
         row = [name, "files", "new", [f"overlay/{ch.path}" for ch in chs]]
