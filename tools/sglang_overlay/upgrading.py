@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import click
 
 from . import durable, export, journal, pinback, releases, report, target, workflow
 from .changelog import add_line
 from .durable import crash_point
-from .engine import Session
+from .engine import Build, Session
 from .errors import FINDINGS, OK, BadInput
 from .manifest import (
     MANIFEST_NAME,
@@ -67,6 +67,68 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
     back = pinback.plan(session, m, base)
     if back:
         _ = session.overlay_commit  # of the real overlay, before the stand-in
+    judged = _judge(session, back, base, from_ref, to_ref, yes)
+    if not judged.build.ok:
+        return _stop(session, judged.build, pre, from_ref, to_ref, yes, base, as_json,
+                     judged.retire)
+
+    # no lock when the upstream was overridden with --upstream
+    lock_commit = base.commit if session.is_manifest_upstream else None
+    tx, actions, regenerated = _upgraded_overlay(session, back, judged, from_ref, to_ref,
+                                                 lock_commit)
+    # recorded with the change itself: a run killed before the worktree is made
+    # leaves the record, and the next `upgrade --to REF` makes the worktree
+    record = {"from": from_ref, "to": to_ref, "base": base.commit}
+    tx.write(UNFINISHED, (json.dumps(record, sort_keys=True) + "\n").encode())
+    crash_point("upgrade-built")
+    changed = [p for p in tx.commit() if p != UNFINISHED]
+    crash_point("upgrade-overlay-written")
+
+    # the overlay is upgraded; now show it applied on REF
+    final, out, code = _finish_worktree(session, record, pre)
+    first = judged.first
+    if as_json:
+        report.emit_json({
+            "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
+            "units": [{**r.to_json(), "status": judged.statuses[r.unit.name],
+                       "action": actions[r.unit.name]} for r in first.results],
+            "retired": list(judged.retire), "regenerated": regenerated,
+            "revived": list(back.revived), "restored": back.restored,
+            "changed_files": changed,
+            **out.to_json(), "exit_code": code,
+        })
+        return code
+    rows = [[r.unit.name, r.unit.kind, r.status, actions[r.unit.name]] for r in first.results]
+    click.echo(report.table(("UNIT", "KIND", "ON " + to_ref, "ACTION"), rows, color_col=2))
+    for f in out.findings:
+        click.echo(f.text())
+    click.echo("")
+    verb = "moved the pin back" if back or (
+        from_ref and version_key(to_ref) < version_key(from_ref)) else "upgraded"
+    click.echo(f"{verb} {from_ref} -> {to_ref} ({base.commit[:12]}); "
+               f"changed: {', '.join(changed) or 'nothing'}")
+    click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
+    return code
+
+
+@dataclass
+class _Judged:
+    """The overlay built on REF (steps 1 and 2), before anything is written."""
+
+    first: Build  # every unit applied: what upstream caught up with
+    build: Build  # the units that stay; patches are regenerated against it
+    retire: dict[str, str]  # unit name -> the status it is retired for
+    retire_at: dict[str, str]  # unit name -> the release upstream first had it in
+    patches: dict[str, bytes]  # every patch (units' and variants'), as the stand-in has them
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {r.unit.name: r.status for r in self.first.results}
+
+
+def _judge(session: Session, back, base: Resolved, from_ref, to_ref: str, yes: bool) -> _Judged:
+    """Build the overlay (with what moving the pin back brings back) on REF:
+    which units to retire, and the build of the ones that stay."""
     with pinback.stand_in(session, back) as work:
         wm = work.manifest
         # 1. what upstream caught up with, judged with every unit applied
@@ -94,23 +156,28 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                            f"{to_ref}; nothing was written",
                            f"pin a release at or after {back.earliest}, or "
                            "restore the units by hand and resolve with `overlay apply`")
-        # every patch (the unit's own and its variants'), as the stand-in has them
         patches = {c.patch: work.patch_file(c).read_bytes()
                    for u in wm.units if u.kind == "patch" and not u.retired
                    for c in wm.all_contents(u)}
-    if not build.ok:
-        return _stop(session, build, pre, from_ref, to_ref, yes, base, as_json, retire)
+    return _Judged(first, build, retire, retire_at, patches)
 
-    tx = journal.Transaction(root)
+
+def _upgraded_overlay(session: Session, back, judged: _Judged, from_ref, to_ref: str,
+                      lock_commit: str | None):
+    """Steps 2-4 in one transaction, not yet committed: retire, regenerate, drop
+    variants, move the pin and the lock, add the CHANGELOG line. The transaction,
+    each unit's action and the regenerated units."""
+    tx = journal.Transaction(session.manifest.root)
     text = back.text
     for rel, data in back.files.items():
         tx.write(rel, data)
     m = back.manifest  # the units as they are back
+    retire, retire_at = judged.retire, judged.retire_at
+    statuses = judged.statuses
     actions: dict[str, str] = {}
     regenerated = []
     dropped_variants: list[str] = []
-    statuses = {r.unit.name: r.status for r in first.results}
-    for r in build.results:
+    for r in judged.build.results:
         u = next(x for x in m.units if x.name == r.unit.name)
         if u.retired:
             actions[u.name] = "retired earlier"
@@ -132,7 +199,7 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
             f"; brought back its {back.restored[u.name]}" if u.name in back.restored else "")
         if u.kind == "patch":
             v = r.unit  # the variant the build used on REF
-            current = patches.get(v.patch) or session.patch_file(v).read_bytes()
+            current = judged.patches.get(v.patch) or session.patch_file(v).read_bytes()
             g = session.workspace.git
             fresh = export.with_new_diff(current, export.diff(g, r.parent, r.commit or r.parent), g)
             if fresh != tx.read(v.patch):
@@ -144,48 +211,13 @@ def upgrade(session: Session, to_ref: str, yes: bool, as_json: bool) -> int:
                            "kept (upstream provides it; pass --yes to retire)") + tail
         if u.name in back.revived:
             actions[u.name] = f"brought back (applied upstream only in {back.revived[u.name]})"
-    retired = list(retire)
-    # no lock when the upstream was overridden with --upstream
-    lock_commit = base.commit if session.is_manifest_upstream else None
     text = with_lock(text, to_ref, lock_commit)
     tx.write(MANIFEST_NAME, text.encode())
     tx.write("CHANGELOG.md", add_line(
         (tx.read("CHANGELOG.md") or b"").decode() or None, "Changed",
         _changelog_line(from_ref, to_ref, retire_at, regenerated,
                         back.revived, dropped_variants, back.restored)).encode())
-    # recorded with the change itself: a run killed before the worktree is made
-    # leaves the record, and the next `upgrade --to REF` makes the worktree
-    record = {"from": from_ref, "to": to_ref, "base": base.commit}
-    tx.write(UNFINISHED, (json.dumps(record, sort_keys=True) + "\n").encode())
-    crash_point("upgrade-built")
-    changed = [p for p in tx.commit() if p != UNFINISHED]
-    crash_point("upgrade-overlay-written")
-
-    # the overlay is upgraded; now show it applied on REF
-    final, out, code = _finish_worktree(session, record, pre)
-    result = {
-        "from": from_ref, "to": to_ref, "base": base.commit, "lock": lock_commit,
-        "units": [{**r.to_json(), "status": statuses[r.unit.name],
-                   "action": actions[r.unit.name]} for r in first.results],
-        "retired": retired, "regenerated": regenerated, "revived": list(back.revived),
-        "restored": back.restored,
-        "changed_files": changed,
-        **out.to_json(), "exit_code": code,
-    }
-    if as_json:
-        report.emit_json(result)
-        return code
-    rows = [[r.unit.name, r.unit.kind, r.status, actions[r.unit.name]] for r in first.results]
-    click.echo(report.table(("UNIT", "KIND", "ON " + to_ref, "ACTION"), rows, color_col=2))
-    for f in out.findings:
-        click.echo(f.text())
-    click.echo("")
-    verb = "moved the pin back" if back or (
-        from_ref and version_key(to_ref) < version_key(from_ref)) else "upgraded"
-    click.echo(f"{verb} {from_ref} -> {to_ref} ({base.commit[:12]}); "
-               f"changed: {', '.join(changed) or 'nothing'}")
-    click.echo(f"{dest}: branch {pre.branch} at {final.head[:12]}")
-    return code
+    return tx, actions, regenerated
 
 
 def unfinished(root) -> dict | None:
