@@ -112,13 +112,18 @@ SELF_BINDERS = ("setattr", "register_parameter", "register_buffer", "register_mo
                 "add_module", "__setattr__")
 
 
-def _bound_attr(call: ast.Call, leaf: str) -> str | None:
-    """The attribute a setattr-like call (leaf in SELF_BINDERS) binds on self;
-    None when the name is computed."""
+def _binds(call: ast.Call, func: str, names: set[str]) -> bool:
+    """For a setattr-like call (func's last part in SELF_BINDERS): add the
+    attribute it binds on self to names. True when that name is computed."""
+    leaf = func.split(".")[-1]
+    if leaf not in SELF_BINDERS:
+        return False
     args = call.args[1:] if leaf == "setattr" else call.args
     first = args[0] if args else None
-    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) \
-        else None
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        names.add(first.value)
+        return False
+    return True
 
 
 def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
@@ -130,14 +135,7 @@ def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
                 isinstance(node.value, ast.Name) and node.value.id == "self"):
             names.add(node.attr)
         elif isinstance(node, ast.Call):
-            func = _dotted(node.func) or ""
-            leaf = func.split(".")[-1]
-            if leaf in SELF_BINDERS:
-                name = _bound_attr(node, leaf)
-                if name is None:
-                    dynamic = True
-                else:
-                    names.add(name)
+            dynamic = _binds(node, _dotted(node.func) or "", names) or dynamic
         elif isinstance(node, ast.Attribute) and node.attr == "__dict__":
             dynamic = True
     return sorted(names), dynamic
@@ -217,13 +215,7 @@ def _details(tree: ast.Module, defs: dict) -> dict:
                     mappings += _mapping_entries(
                         ast.List([a]) if node.func.attr != "extend" else a)
             if cls is not None:
-                leaf = (func or "").split(".")[-1]
-                if leaf in SELF_BINDERS:
-                    name = _bound_attr(node, leaf)
-                    if name is None:
-                        dynamic = True
-                    else:
-                        self_attrs.add(name)
+                dynamic = _binds(node, func or "", self_attrs) or dynamic
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node.value:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = {t.id if isinstance(t, ast.Name) else getattr(t, "attr", None)
