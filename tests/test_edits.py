@@ -79,7 +79,7 @@ def test_model_config_edits_on_real_releases(ref, upstream, tmp_path):
 @pytest.mark.parametrize("ref", REFS)
 def test_model_cases_on_real_suites(ref, upstream, tmp_path):
     read = lambda p: upstream_file(upstream, ref, p) if git(upstream, "ls-tree", ref, p) else None
-    path, list_name = edit.find_suite(read)
+    path, list_name = edit.suite_layout(read)
     assert list_name == ("ALL_MODELS" if ref in ("v0.5.8", "v0.5.23") else "ALL_OTHER_MODELS")
     text = read(path)
     result = edit.add_model_cases(text, list_name, [OPT, LONG])

@@ -151,7 +151,13 @@ def workflows(root: Path, manifest, gpu_runner: str = DEFAULT_GPU_RUNNER) -> dic
     check_label(gpu_runner)
     install = install_step(root)
     setup = [CHECKOUT, SETUP_PYTHON, install]
-    cpu = {
+    return {CPU_FILE: _cpu(setup), NIGHTLY_FILE: _nightly(install),
+            GPU_FILE: _gpu(setup, shard_count(manifest), gpu_runner)}
+
+
+def _cpu(setup: list) -> dict:
+    """Every push and pull request: lint, and check the pin and the newest release."""
+    return {
         "name": "overlay",
         "on": {"push": None, "pull_request": None},
         "permissions": {"contents": "read"},
@@ -164,7 +170,11 @@ def workflows(root: Path, manifest, gpu_runner: str = DEFAULT_GPU_RUNNER) -> dic
                        "run": CHECK_SCRIPT}],
         }},
     }
-    nightly = {
+
+
+def _nightly(install: dict) -> dict:
+    """Each night: upgrade to a new release and open a PR, or an issue with the matrix."""
+    return {
         "name": "overlay nightly",
         "on": {"schedule": [{"cron": "17 3 * * *"}], "workflow_dispatch": None},
         "permissions": {"contents": "write", "pull-requests": "write", "issues": "write"},
@@ -188,8 +198,11 @@ def workflows(root: Path, manifest, gpu_runner: str = DEFAULT_GPU_RUNNER) -> dic
             ],
         }},
     }
-    n = shard_count(manifest)
-    gpu = {
+
+
+def _gpu(setup: list, n: int, gpu_runner: str) -> dict:
+    """Pushes to main: apply, build, install and test on GPU runners in n shards."""
+    return {
         "name": "overlay gpu",
         "on": {"push": {"branches": ["main"]}, "workflow_dispatch": None},
         "permissions": {"contents": "read"},
@@ -230,7 +243,6 @@ def workflows(root: Path, manifest, gpu_runner: str = DEFAULT_GPU_RUNNER) -> dic
             },
         },
     }
-    return {CPU_FILE: cpu, NIGHTLY_FILE: nightly, GPU_FILE: gpu}
 
 
 class _Dumper(yaml.SafeDumper):

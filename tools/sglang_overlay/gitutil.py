@@ -143,6 +143,11 @@ class Git:
     def has_object(self, oid: str) -> bool:
         return self.result("cat-file", "-e", oid).ok
 
+    def file_at(self, commit: str, path: str) -> bytes | None:
+        """The bytes of path in commit's tree; None when it has no such file."""
+        r = self.result("cat-file", "blob", f"{commit}:{path}", binary=True)
+        return r.out if r.ok else None
+
     def rev(self, rev: str) -> str | None:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
@@ -164,6 +169,17 @@ class Git:
 
     def close(self) -> None:
         self._cmd.clear_cache()
+
+
+def worktree_gitdir(worktree: Path) -> Path | None:
+    """The git dir a linked worktree's `.git` file names (`gitdir: PATH`), or None
+    when worktree has no such file."""
+    gitfile = worktree / ".git"
+    try:
+        text = gitfile.read_text().strip() if gitfile.is_file() else ""
+    except OSError:
+        return None
+    return Path(text[len("gitdir: "):]) if text.startswith("gitdir: ") else None
 
 
 def clear_stale_lock(stderr: str, wait_for_holder: float | None = None) -> bool:

@@ -514,6 +514,17 @@ class _Checker:
                       f"write it in quotes: {key} = \"...\"")
         return v
 
+    def entry(self, raw: Any, kind: str, i: int, key: str, pattern: re.Pattern, what: str,
+              fix: str) -> tuple[dict, str, str]:
+        """A [[kind]] entry: its table, its identifying key (which must match
+        pattern) and how errors name the entry from then on (kind[i] 'value')."""
+        where = f"{kind}[{i}]"
+        raw = self.table(raw, where)
+        value = self.string(raw, key, where, required=True)
+        if not pattern.match(value):
+            self.fail(f"{where}.{key}", f"'{value}' is not {what}", fix)
+        return raw, value, f"{where} '{value}'"
+
     def strings(self, data: dict, key: str, where: str) -> tuple[str, ...]:
         v = data.get(key, [])
         if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
@@ -601,13 +612,8 @@ def load(root: Path, check_files: bool = True, text: str | None = None) -> Manif
 
 
 def _unit(c: _Checker, raw: Any, i: int, seen: dict[str, int]) -> Unit:
-    where = f"unit[{i}]"
-    raw = c.table(raw, where)
-    name = c.string(raw, "name", where, required=True)
-    if not NAME_RE.match(name):
-        c.fail(f"{where}.name", f"'{name}' is not a valid unit name",
-               "use lowercase letters, digits, '.', '_' and '-'")
-    where = f"unit[{i}] '{name}'"
+    raw, name, where = c.entry(raw, "unit", i, "name", NAME_RE, "a valid unit name",
+                               "use lowercase letters, digits, '.', '_' and '-'")
     if name in seen:
         c.fail(f"{where}.name", f"unit '{name}' is listed twice (also unit[{seen[name]}])",
                "give each unit a unique name, or delete the duplicate")
@@ -724,13 +730,8 @@ def _variants(c: _Checker, raw: dict, where: str, kind: str, name: str) -> tuple
 
 
 def _model(c: _Checker, raw: Any, i: int) -> Model:
-    where = f"model[{i}]"
-    raw = c.table(raw, where)
-    arch = c.string(raw, "architecture", where, required=True)
-    if not IDENT_RE.match(arch):
-        c.fail(f"{where}.architecture", f"'{arch}' is not a class name",
-               "use the model class name, e.g. \"OPTForCausalLM\"")
-    where = f"model[{i}] '{arch}'"
+    raw, arch, where = c.entry(raw, "model", i, "architecture", IDENT_RE, "a class name",
+                               "use the model class name, e.g. \"OPTForCausalLM\"")
     c.known(raw, MODEL_KEYS, where)
     case = []
     for key, (kwarg, typ) in CASE_KEYS.items():

@@ -145,8 +145,8 @@ def _from_history(root: Path, path: str) -> bytes | None:
     if not commit:
         return None
     for rev in (commit, f"{commit}^"):  # still committed, or just deleted there
-        if git.has_object(f"{rev}:./{path}"):
-            return git.run_bytes("show", f"{rev}:./{path}")
+        if (data := git.file_at(rev, f"./{path}")) is not None:
+            return data
     return None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import durable, output, paths
 from .durable import crash_point
 from .errors import BadInput
-from .gitutil import Git, identity_env
+from .gitutil import Git, identity_env, worktree_gitdir
 from .upstream import Workspace
 
 TMP_MARK = ".overlay-tmp-"
@@ -151,8 +151,10 @@ def preflight(ws: Workspace, target: Path, branch: str, force: bool) -> Prefligh
 
 def workspace_cache(worktree: Path) -> Path:
     """The cache a worktree's git data lives in (<cache>/workspaces/<ws>/worktrees/<name>)."""
-    text = (worktree / ".git").read_text().strip()
-    return Path(text[len("gitdir: "):]).parents[3]
+    gitdir = worktree_gitdir(worktree)
+    if gitdir is None:
+        raise ValueError(f"{worktree} is not a linked git worktree")
+    return gitdir.parents[3]
 
 
 def set_aside(path: Path) -> Path:
@@ -249,35 +251,43 @@ def _put(ws: Workspace, pre: Preflight, head: str, tree: str) -> str:
             if not on_branch:
                 tg.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
             return "unchanged" if same else "recommitted"
-        new = _tmp_path(target, "new")
         old = _tmp_path(target, "old")
-        ws.add_worktree(new, head)
-        crash_point("worktree-new-made")
-        record = _record_swap(ws, target, branch, head, new, old)
-        crash_point("worktree-swap-recorded")
+        new, record = _new_beside(ws, target, branch, head, old)
         ws.move_worktree(target, old)
         crash_point("worktree-old-aside")
         ws.move_worktree(new, target)
         crash_point("worktree-new-in")
         Git(old).run("checkout", "--quiet", "--detach")
-        g.run("update-ref", f"refs/heads/{branch}", head)
-        Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        _check_out_branch(g, target, branch, head)
         crash_point("worktree-branch-moved")
         ws.remove_worktree(old)
         record.unlink()
         return "updated"
     target.parent.mkdir(parents=True, exist_ok=True)
+    new, record = _new_beside(ws, target, branch, head, None)
+    ws.move_worktree(new, target)
+    crash_point("worktree-created-detached")
+    _check_out_branch(g, target, branch, head)
+    record.unlink()
+    return "created"
+
+
+def _new_beside(ws: Workspace, target: Path, branch: str, head: str,
+                old: Path | None) -> tuple[Path, Path]:
+    """The new worktree at head, checked out beside target, and the swap record
+    that lets a killed run finish (or undo) putting it in target's place."""
     new = _tmp_path(target, "new")
     ws.add_worktree(new, head)
     crash_point("worktree-new-made")
-    record = _record_swap(ws, target, branch, head, new, None)
+    record = _record_swap(ws, target, branch, head, new, old)
     crash_point("worktree-swap-recorded")
-    ws.move_worktree(new, target)
-    crash_point("worktree-created-detached")
+    return new, record
+
+
+def _check_out_branch(g: Git, target: Path, branch: str, head: str) -> None:
+    """Move the branch to head and put target's HEAD on it."""
     g.run("update-ref", f"refs/heads/{branch}", head)
     Git(target).run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-    record.unlink()
-    return "created"
 
 
 def _swap_path(ws: Workspace, target: Path) -> Path:

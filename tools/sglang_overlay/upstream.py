@@ -36,7 +36,7 @@ from filelock import FileLock
 
 from . import durable, output
 from .errors import BadInput
-from .gitutil import Git, clear_stale_lock
+from .gitutil import Git, clear_stale_lock, worktree_gitdir
 from .userconfig import HINT as UPSTREAM_HINT
 
 OFFLINE_MISS = ("run without --offline to fetch it; if the upstream is out of reach, "
@@ -546,13 +546,9 @@ class Workspace:
 
     def owns(self, path: Path) -> bool:
         """Whether path is a worktree of this workspace."""
-        gitfile = path / ".git"
-        if not gitfile.is_file():
+        gitdir = worktree_gitdir(path)
+        if gitdir is None:
             return False
-        text = gitfile.read_text().strip()
-        if not text.startswith("gitdir: "):
-            return False
-        gitdir = Path(text[len("gitdir: "):])
         try:
             return gitdir.resolve().parent.parent == self.path.resolve()
         except OSError:
@@ -561,8 +557,8 @@ class Workspace:
     def orphaned(self, path: Path) -> bool:
         """A worktree of this workspace whose admin data is gone (the cache was
         deleted): git no longer works in it."""
-        gitdir = Path((path / ".git").read_text().strip()[len("gitdir: "):])
-        return not (gitdir / "HEAD").exists()
+        gitdir = worktree_gitdir(path)
+        return gitdir is None or not (gitdir / "HEAD").exists()
 
     def add_worktree(self, path: Path, commit: str) -> None:
         self.git.run("worktree", "add", "--quiet", "--detach", str(path), commit)
@@ -597,13 +593,10 @@ class Cache:
         A worktree's .git file names its workspace, whose config records the
         overlay and the upstream it belongs to.
         """
-        gitfile = worktree / ".git"
-        if not gitfile.is_file():
+        gitdir = worktree_gitdir(worktree)
+        if gitdir is None:
             return None
-        text = gitfile.read_text().strip()
-        if not text.startswith("gitdir: "):
-            return None
-        ws = Path(text[len("gitdir: "):]).resolve().parent.parent
+        ws = gitdir.resolve().parent.parent
         if ws.parent != (self.root / "workspaces").resolve():
             return None
         g = Git(ws)

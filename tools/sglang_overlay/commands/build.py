@@ -49,14 +49,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     overlay_hash = manifest.content_hash(build.base)
     changes = wheels.changed_paths(git, build.base, build.head)
 
-    # the wheel is copied to a part file in .overlay/ when it goes into the overlay
-    # (dist/), so a killed build leaves nothing there; the next build sweeps it
-    part_dir = None
-    if out_dir.resolve().is_relative_to(manifest.root.resolve()):
-        part_dir = manifest.root / state.STATE_DIR
-    for d in (out_dir, part_dir):
-        if d is not None:
-            durable.sweep_dir(d, PART)
+    part_dir = _part_dir(out_dir, manifest.root)
     with durable.scratch(session.cache.root, "build") as tmp:
         progress(f"exporting python/ of {build.head[:12]} ...")
         session.export(build.head, tmp / "src", ("python",))
@@ -117,6 +110,18 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
         return 0
     _show(result, upstream_wheel.path.name if upstream_wheel else None)
     return 0
+
+
+def _part_dir(out_dir: Path, root: Path) -> Path | None:
+    """Where the wheel's part file goes: .overlay/ when the wheel goes into the
+    overlay (dist/), so a killed build leaves nothing there, else None (beside
+    the wheel). Part files a killed build left are swept first."""
+    part_dir = root / state.STATE_DIR if out_dir.resolve().is_relative_to(root.resolve()) \
+        else None
+    for d in (out_dir, part_dir):
+        if d is not None:
+            durable.sweep_dir(d, PART)
+    return part_dir
 
 
 def _show(result: dict, repacked: str | None) -> None:

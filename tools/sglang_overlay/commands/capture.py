@@ -43,29 +43,14 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         raise BadInput("no --base given and the manifest pins no ref",
                        "pass --base REF (the upstream release the fork started from)")
     base = session.resolve(base_ref)  # before the workspace: an unknown ref leaves nothing
-    ws = session.workspace
-    ws.ensure()
-    g = ws.git
-    upstream_tip = base.commit
-    fork, label, merge_base = _fork_commit(session, source, base, opts)
-    if merge_base is None:
-        raise BadInput(f"the fork {label} and {base_ref} share no history",
-                       "pass --base with the upstream release the fork started from")
-    if not session.mirror.ensure_commit(merge_base, f"fetching {merge_base[:12]}") \
-            and not g.has_object(merge_base):
-        raise BadInput(f"the merge-base {merge_base[:12]} of the fork and {base_ref} is not "
-                       "in the upstream", "pass --base with the release the fork started from")
-
-    taken = {u.name for u in manifest.units}
-    claimed = {p for u in manifest.active_units if u.kind == "files"
-               for p in manifest.unit_files(u)}
-    tx = journal.Transaction(manifest.root)
-    text = (manifest.root / MANIFEST_NAME).read_text()
-    rows, notes = [], []
+    fork, label, merge_base = _fork_and_merge_base(session, source, base, base_ref, opts)
+    g = session.workspace.git
     changes = export.changes(g, merge_base, fork)
     if not changes:
         raise BadInput(f"the fork {label} has no changes against {base_ref} ({merge_base[:12]})",
                        "pass --from the fork's checkout or branch")
+    claimed = {p for u in manifest.active_units if u.kind == "files"
+               for p in manifest.unit_files(u)}
     if any(ch.path in claimed for ch in changes) and _already_captured(
             session, base_ref, merge_base, fork):
         # a capture that was killed after writing (or simply run twice): the
@@ -79,74 +64,147 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         else:
             click.echo(message)
         return OK
-    new_models: dict[str, dict] = {}
-    config_unit = _config_registration(g, changes, merge_base, label, taken)
+
+    tx = journal.Transaction(manifest.root)
+    cap = _Capture(g, tx, label, merge_base, fork, {u.name for u in manifest.units})
+    config_unit = _config_registration(g, changes, merge_base, label, cap.taken)
     if config_unit:
-        fields, row, consumed = config_unit
-        changes = [ch for ch in changes if ch.path not in consumed]
-    history = _history(g, merge_base, fork)
-    binaries = _binaries(g, merge_base, fork)
-    diffs = _diffs(g, merge_base, fork, [ch.path for ch in changes])
-    # files units first, then patches, then edits (the repository's own order)
-    buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
-
-    def add_unit(fields: dict, row: list) -> None:
-        taken.add(fields["name"])
-        buckets[fields["kind"]].append((fields, row))
-
+        changes = [ch for ch in changes if ch.path not in config_unit[2]]
+    cap.read_fork([ch.path for ch in changes])
     for ch in changes:
         if ch.path in claimed or any(u.kind == "patch" and ch.path in _patch_paths(manifest, u)
                                      for u in manifest.active_units):
             raise BadInput(f"the overlay already has a unit for {ch.path}",
                            "capture into a new overlay (`overlay init`), or remove that unit")
+        cap.change(ch)
+    if config_unit:
+        cap.add_unit(config_unit[0], config_unit[1])
+    ordered = cap.ordered()
+    declared = {m.architecture for m in manifest.models}
+    text = with_tables((manifest.root / MANIFEST_NAME).read_text(), {
+        "unit": [{**fields, "forwarded": "no"} for fields, _ in ordered],
+        "model": [fields for arch, fields in cap.new_models.items() if arch not in declared]})
+    tx.write(MANIFEST_NAME, text.encode())
+    crash_point("capture-read")
+    written = tx.commit()
+    rows = [row for _, row in ordered]
+    if as_json:
+        report.emit_json({"fork": label, "fork_commit": fork, "base": base_ref,
+                          "merge_base": merge_base,
+                          "units": [{"name": r[0], "kind": r[1], "files": [r[2]], "note": r[3]}
+                                    for r in rows],
+                          "models": list(cap.new_models), "notes": cap.notes,
+                          "written": written, "exit_code": OK})
+        return OK
+    click.echo(report.table(("UNIT", "KIND", "FILES", "NOTE"), rows))
+    for n in cap.notes:
+        click.echo(f"note: {n}")
+    click.echo("")
+    click.echo(f"captured {report.plural(len(rows), 'unit')} from {label} ({fork[:12]}) against "
+               f"{base_ref} (merge-base {merge_base[:12]})")
+    if merge_base != base.commit:
+        click.echo(f"the fork started from {merge_base[:12]}, not {base_ref}: rebuild it with "
+                   f"`overlay apply --sglang-ref {merge_base}`")
+    else:
+        click.echo(f"rebuild it with `overlay apply --sglang-ref {base_ref}`")
+    return OK
+
+
+def _fork_and_merge_base(session, source: str, base, base_ref: str, opts):
+    """(commit, label, merge-base) of the fork, the merge-base's objects at hand;
+    bad input when the fork and base_ref share no history."""
+    ws = session.workspace
+    ws.ensure()
+    fork, label, merge_base = _fork_commit(session, source, base, opts)
+    if merge_base is None:
+        raise BadInput(f"the fork {label} and {base_ref} share no history",
+                       "pass --base with the upstream release the fork started from")
+    if not session.mirror.ensure_commit(merge_base, f"fetching {merge_base[:12]}") \
+            and not ws.git.has_object(merge_base):
+        raise BadInput(f"the merge-base {merge_base[:12]} of the fork and {base_ref} is not "
+                       "in the upstream", "pass --base with the release the fork started from")
+    return fork, label, merge_base
+
+
+class _Capture:
+    """The units (and models) one capture writes, built change by change; the
+    overlay's files go into the transaction tx."""
+
+    def __init__(self, g, tx, label: str, merge_base: str, fork: str, taken: set[str]):
+        self.g, self.tx, self.label = g, tx, label
+        self.merge_base, self.fork = merge_base, fork
+        self.taken = taken  # unit names in use
+        self.notes: list[str] = []
+        self.new_models: dict[str, dict] = {}
+        # files units first, then patches, then edits (the repository's own order)
+        self.buckets: dict[str, list] = {"files": [], "patch": [], "edit": []}
+
+    def read_fork(self, paths: list[str]) -> None:
+        """What every change needs from git, each read once for the whole fork."""
+        g, base, fork = self.g, self.merge_base, self.fork
+        self.history = _history(g, base, fork)
+        self.binaries = _binaries(g, base, fork)
+        self.diffs = _diffs(g, base, fork, paths)
+
+    def add_unit(self, fields: dict, row: list) -> None:
+        self.taken.add(fields["name"])
+        self.buckets[fields["kind"]].append((fields, row))
+
+    def ordered(self) -> list[tuple[dict, list]]:
+        return [fr for kind in ("files", "patch", "edit") for fr in self.buckets[kind]]
+
+    def change(self, ch) -> None:
+        """The unit(s) that carry one changed path."""
         stem = PurePosixPath(ch.path).stem
-        binary = ch.status != "D" and ch.path in binaries
+        binary = ch.status != "D" and ch.path in self.binaries
         if ch.status == "A" and ch.new_mode in ("100644", "100755"):
-            name = export.slug(f"{stem}-model" if ch.path.startswith(MODELS_DIR) else stem, taken)
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
-            add_unit({"name": name, "kind": "files",
-                      "description": f"Add {ch.path} (captured from {label})",
-                      "files": [ch.path]},
-                     [name, "files", f"overlay/{ch.path}", "new file"])
+            name = export.slug(f"{stem}-model" if ch.path.startswith(MODELS_DIR) else stem,
+                               self.taken)
+            self.whole_file(ch, name, f"Add {ch.path} (captured from {self.label})", "new file")
             if ch.path.startswith(MODELS_DIR) and ch.path.count("/") == 4:
-                for arch in _entry_classes(g.object_bytes(ch.new_blob), ch.path):
-                    new_models.setdefault(arch, {"architecture": arch})["unit"] = name
-            continue
+                for arch in _entry_classes(self.g.object_bytes(ch.new_blob), ch.path):
+                    self.new_models.setdefault(arch, {"architecture": arch})["unit"] = name
+            return
         if ch.status == "M" and binary and ch.new_mode == ch.old_mode:
-            name = export.slug(stem, taken)
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
-            add_unit({"name": name, "kind": "files",
-                      "description": f"Replace {ch.path} (binary; captured from {label})",
-                      "files": [ch.path]},
-                     [name, "files", f"overlay/{ch.path}", "binary change: whole file"])
-            notes.append(f"{ch.path}: binary change, captured as a whole-file replacement "
-                         f"in overlay/{ch.path}")
-            continue
+            self.whole_file(ch, export.slug(stem, self.taken),
+                            f"Replace {ch.path} (binary; captured from {self.label})",
+                            "binary change: whole file")
+            self.notes.append(f"{ch.path}: binary change, captured as a whole-file replacement "
+                              f"in overlay/{ch.path}")
+            return
         if ch.path == edits.MODEL_CONFIG and ch.status == "M":
-            captured = _config_edits(g, ch, label, taken, new_models)
+            captured = _config_edits(self.g, ch, self.label, self.taken, self.new_models)
             if captured:
                 for fields, row in captured:
-                    add_unit(fields, row)
-                continue
+                    self.add_unit(fields, row)
+                return
         # everything else is a patch: modifications, deletions, mode and type changes
+        self.patch(ch, stem, binary)
+
+    def whole_file(self, ch, name: str, description: str, note: str) -> None:
+        """A files unit that carries the fork's copy of ch.path."""
+        self.tx.write(f"overlay/{ch.path}", self.g.object_bytes(ch.new_blob), ch.permissions)
+        self.add_unit({"name": name, "kind": "files", "description": description,
+                       "files": [ch.path]}, [name, "files", f"overlay/{ch.path}", note])
+
+    def patch(self, ch, stem: str, binary: bool) -> None:
+        """A patch unit for ch, its header naming the fork's commits that touched it."""
         what = {"D": "delete", "T": "change the type of"}.get(ch.status, "change")
         if ch.mode_only:
             what = "change the mode of"
-            notes.append(f"{ch.path}: mode-only change ({ch.old_mode} -> {ch.new_mode}), "
-                         "captured as a patch")
+            self.notes.append(f"{ch.path}: mode-only change ({ch.old_mode} -> {ch.new_mode}), "
+                              "captured as a patch")
         elif ch.status == "D":
-            notes.append(f"{ch.path}: the fork deletes this file; captured as a patch that "
-                         "deletes it (check that you meant it)")
+            self.notes.append(f"{ch.path}: the fork deletes this file; captured as a patch "
+                              "that deletes it (check that you meant it)")
         elif binary:
-            notes.append(f"{ch.path}: binary change, captured as a binary patch")
+            self.notes.append(f"{ch.path}: binary change, captured as a binary patch")
         elif ch.status == "T":
-            notes.append(f"{ch.path}: type change ({ch.old_mode} -> {ch.new_mode}), "
-                         "captured as a patch")
-        name = export.slug(("delete-" if ch.status == "D" else "") + stem, taken)
-        subjects, author, date = history.get(ch.path, ("", "", ""))
-        body = (f"What: {what} {ch.path}, as the fork {label} does.\n\n"
+            self.notes.append(f"{ch.path}: type change ({ch.old_mode} -> {ch.new_mode}), "
+                              "captured as a patch")
+        name = export.slug(("delete-" if ch.status == "D" else "") + stem, self.taken)
+        subjects, author, date = self.history.get(ch.path, ("", "", ""))
+        body = (f"What: {what} {ch.path}, as the fork {self.label} does.\n\n"
                 "Why: (describe why the overlay carries this change)\n\n"
                 + ("Fork commits:\n" + "\n".join(f"  {s}" for s in subjects.splitlines()[:10])
                    + "\n\n" if subjects else "")
@@ -154,45 +212,14 @@ def run(opts, source, base, upstream, offline, as_json) -> int:
         patch = f"patches/{name}.patch"
         header = export.new_header(f"{stem}: {what} {ch.path}", body, author or None,
                                    date or "Thu, 1 Jan 1970 00:00:00 +0000")
-        tx.write(patch, header + (diffs.get(ch.path) or export.diff(g, merge_base, fork,
-                                                                     [ch.path])))
-        add_unit({"name": name, "kind": "patch",
-                  "description": f"{what.capitalize()} {ch.path} (captured from {label})",
-                  "patch": patch},
-                 [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
-
-    if config_unit:
-        add_unit(config_unit[0], config_unit[1])
-    ordered = [fr for kind in ("files", "patch", "edit") for fr in buckets[kind]]
-    rows += [row for _, row in ordered]
-    declared = {m.architecture for m in manifest.models}
-    text = with_tables(text, {
-        "unit": [{**fields, "forwarded": "no"} for fields, _ in ordered],
-        "model": [fields for arch, fields in new_models.items() if arch not in declared]})
-    tx.write(MANIFEST_NAME, text.encode())
-    crash_point("capture-read")
-    written = tx.commit()
-    code = OK
-    result = {"fork": label, "fork_commit": fork, "base": base_ref, "merge_base": merge_base,
-              "units": [{"name": r[0], "kind": r[1], "files": [r[2]], "note": r[3]}
-                        for r in rows],
-              "models": list(new_models), "notes": notes, "written": written,
-              "exit_code": code}
-    if as_json:
-        report.emit_json(result)
-        return code
-    click.echo(report.table(("UNIT", "KIND", "FILES", "NOTE"), rows))
-    for n in notes:
-        click.echo(f"note: {n}")
-    click.echo("")
-    click.echo(f"captured {report.plural(len(rows), 'unit')} from {label} ({fork[:12]}) against "
-               f"{base_ref} (merge-base {merge_base[:12]})")
-    if merge_base != upstream_tip:
-        click.echo(f"the fork started from {merge_base[:12]}, not {base_ref}: rebuild it with "
-                   f"`overlay apply --sglang-ref {merge_base}`")
-    else:
-        click.echo(f"rebuild it with `overlay apply --sglang-ref {base_ref}`")
-    return code
+        diff = self.diffs.get(ch.path) or export.diff(self.g, self.merge_base, self.fork,
+                                                       [ch.path])
+        self.tx.write(patch, header + diff)
+        self.add_unit({"name": name, "kind": "patch",
+                       "description": f"{what.capitalize()} {ch.path} (captured from "
+                                      f"{self.label})",
+                       "patch": patch},
+                      [name, "patch", patch, {"D": "deleted file"}.get(ch.status, what)])
 
 
 def _already_captured(session, base_ref: str, merge_base: str, fork: str) -> bool:
@@ -324,9 +351,7 @@ def _config_registration(g, changes, merge_base, label, taken):
                 new_classes.setdefault(name, module)
     if not new_classes:
         return None
-    read = lambda p: g.run_bytes("show", f"{merge_base}:{p}") \
-        if g.has_object(f"{merge_base}:{p}") else None
-    registry = edits.find_registry(read)
+    registry = edits.find_registry(lambda p: g.file_at(merge_base, p))
     by_path = {ch.path: ch for ch in changes if ch.status == "M"}
     if registry is None or registry not in by_path or edits.CONFIGS_INIT not in by_path:
         return None

@@ -80,41 +80,10 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     locked = url == normalize_url(stored, must_exist=False)
     manifest = with_lock(MANIFEST_HEADER, sglang_ref, resolved.commit if locked else None,
                          url=stored)
-    workflows: list[Path] = []
     if dest.is_dir() and any(dest.iterdir()):
-        # an existing directory (a repository, say): overlay.toml goes in last, so
-        # until it is there a killed init is simply run again
-        hold_for_command(dest, "init")
-        if (dest / MANIFEST_NAME).exists():  # another init won the race
-            raise BadInput(f"{dest / MANIFEST_NAME} already exists",
-                           "pick another directory, or work on that overlay with -C")
-        _skeleton(dest)
-        crash_point("init-skeleton")
-        if ci == "github":  # the workflows read the new manifest: a copy in scratch space
-            with durable.scratch(Cache(opts.cache_dir).root, "init") as tmp:
-                durable.write_text(tmp / MANIFEST_NAME, manifest)
-                workflows = github_ci.write(dest, load(tmp, check_files=False), gpu_runner)
-        durable.write_text(dest / MANIFEST_NAME, manifest)
+        workflows = _into_existing(opts, dest, manifest, ci, gpu_runner)
     else:
-        # a new directory is made complete beside it and renamed into place
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        durable.sweep_dir(dest.parent, f".{dest.name}{INIT_MARK}")
-        work = dest.parent / f".{dest.name}{INIT_MARK}{os.getpid()}"
-        work.mkdir()
-        _skeleton(work)
-        crash_point("init-skeleton")
-        durable.write_text(work / MANIFEST_NAME, manifest)
-        if ci == "github":
-            workflows = [dest / p.relative_to(work)
-                         for p in github_ci.write(work, load(work), gpu_runner)]
-        try:
-            if dest.is_dir():
-                dest.rmdir()
-            os.rename(work, dest)
-        except OSError:
-            shutil.rmtree(work, ignore_errors=True)
-            raise BadInput(f"{dest} was filled by another process meanwhile",
-                           "pick another directory") from None
+        workflows = _new_directory(dest, manifest, ci, gpu_runner)
     if as_json:
         report.emit_json({
             "directory": str(dest),
@@ -140,3 +109,47 @@ def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,
     click.echo("next: `overlay capture --from <your fork>` or add units to "
                f"{MANIFEST_NAME}, then `overlay apply`")
     return OK
+
+
+def _into_existing(opts, dest: Path, manifest: str, ci, gpu_runner) -> list[Path]:
+    """Init in an existing directory (a repository, say): overlay.toml goes in
+    last, so until it is there a killed init is simply run again. The workflows
+    written."""
+    workflows: list[Path] = []
+    hold_for_command(dest, "init")
+    if (dest / MANIFEST_NAME).exists():  # another init won the race
+        raise BadInput(f"{dest / MANIFEST_NAME} already exists",
+                       "pick another directory, or work on that overlay with -C")
+    _skeleton(dest)
+    crash_point("init-skeleton")
+    if ci == "github":  # the workflows read the new manifest: a copy in scratch space
+        with durable.scratch(Cache(opts.cache_dir).root, "init") as tmp:
+            durable.write_text(tmp / MANIFEST_NAME, manifest)
+            workflows = github_ci.write(dest, load(tmp, check_files=False), gpu_runner)
+    durable.write_text(dest / MANIFEST_NAME, manifest)
+    return workflows
+
+
+def _new_directory(dest: Path, manifest: str, ci, gpu_runner) -> list[Path]:
+    """Init a new directory: made complete beside it and renamed into place.
+    The workflows written."""
+    workflows: list[Path] = []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    durable.sweep_dir(dest.parent, f".{dest.name}{INIT_MARK}")
+    work = dest.parent / f".{dest.name}{INIT_MARK}{os.getpid()}"
+    work.mkdir()
+    _skeleton(work)
+    crash_point("init-skeleton")
+    durable.write_text(work / MANIFEST_NAME, manifest)
+    if ci == "github":
+        workflows = [dest / p.relative_to(work)
+                     for p in github_ci.write(work, load(work), gpu_runner)]
+    try:
+        if dest.is_dir():
+            dest.rmdir()
+        os.rename(work, dest)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise BadInput(f"{dest} was filled by another process meanwhile",
+                       "pick another directory") from None
+    return workflows

@@ -86,22 +86,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     out_dir = opts.path(out) if out else root / "pr" / unit.name
     ref = manifest.ref_or(base, "--base")
 
-    resolved, _lock = session.resolve_pinned(ref)
-    build = session.build(resolved, units=units)
-    if not build.ok:
-        names = ", ".join(r.unit.name for r in build.conflicts)
-        raise Findings(f"the PR's units do not apply on {ref}: conflict in {names}",
-                       f"run `overlay apply --sglang-ref {ref}` and resolve it first")
-
-    replaced = _replacements(session, build, resolved)
-    if replaced and not replace:
-        name, rep = next(iter(replaced.items()))
-        raise Findings(
-            f"upstream has {rep.what} since {rep.since}; unit '{name}' would replace it on "
-            f"{ref} ({rep.size})",
-            "pass --replace to prepare a PR that replaces upstream's implementation, or "
-            "retire the unit (`overlay upgrade` does)")
-
+    resolved, build, replaced = _build_on(session, units, ref, replace)
     ws = session.workspace
     author = _author(root)
     date = int(ws.git.run("show", "-s", "--format=%ct", resolved.commit))
@@ -113,18 +98,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
 
     head = series.commits[-1][0]
     files = _file_changes(ws.git, resolved.commit, head)
-    models = [m.hf_id for u in units for m in manifest.models_of(u) if m.hf_id]
-    info = prbody.PRInfo(
-        unit_name=unit.name,
-        motivation=_motivation(unit, units, replaced),
-        files=files,
-        commits=[s for _, s in series.commits],
-        formatting=series.formatting_note,
-        models=list(dict.fromkeys(models)),
-        extras=series.extras,
-        checked=_checked(files, series),
-    )
-    evidence = prbody.find_evidence(root, info.models)
+    info, evidence = _describe(manifest, unit, units, replaced, files, series)
     body = prbody.render(series.template, info, evidence)
 
     # --- everything below writes -------------------------------------------------
@@ -173,26 +147,70 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     }
     if as_json:
         report.emit_json(result, OK)
-        return OK
+    else:
+        _summary(result, series.formatting_note)
+    return OK
+
+
+def _build_on(session, units, ref: str, replace: bool):
+    """(resolved ref, build, what the units replace upstream) of the PR's units on
+    ref; findings when they conflict there, or replace upstream's code without
+    --replace."""
+    resolved, _lock = session.resolve_pinned(ref)
+    build = session.build(resolved, units=units)
+    if not build.ok:
+        names = ", ".join(r.unit.name for r in build.conflicts)
+        raise Findings(f"the PR's units do not apply on {ref}: conflict in {names}",
+                       f"run `overlay apply --sglang-ref {ref}` and resolve it first")
+    replaced = _replacements(session, build, resolved)
+    if replaced and not replace:
+        name, rep = next(iter(replaced.items()))
+        raise Findings(
+            f"upstream has {rep.what} since {rep.since}; unit '{name}' would replace it on "
+            f"{ref} ({rep.size})",
+            "pass --replace to prepare a PR that replaces upstream's implementation, or "
+            "retire the unit (`overlay upgrade` does)")
+    return resolved, build, replaced
+
+
+def _describe(manifest, unit, units, replaced, files, series):
+    """What PR_BODY.md says, and the test evidence it cites."""
+    models = [m.hf_id for u in units for m in manifest.models_of(u) if m.hf_id]
+    info = prbody.PRInfo(
+        unit_name=unit.name,
+        motivation=_motivation(unit, units, replaced),
+        files=files,
+        commits=[s for _, s in series.commits],
+        formatting=series.formatting_note,
+        models=list(dict.fromkeys(models)),
+        extras=series.extras,
+        checked=_checked(files, series),
+    )
+    return info, prbody.find_evidence(manifest.root, info.models)
+
+
+def _summary(result: dict, formatting_note: str) -> None:
+    """The text report of a prepared PR, from its --json result."""
+    ref, branch, out_dir = result["base"], result["branch"], Path(result["out"])
     click.echo(report.table(("COMMIT", "SUBJECT"),
-                            [[c[:12], s] for c, s in series.commits]))
+                            [[c["commit"][:12], c["subject"]] for c in result["commits"]]))
     click.echo("")
-    adds = sum(f.added or 0 for f in files)
-    dels = sum(f.removed or 0 for f in files)
+    files = result["files"]
+    adds = sum(f["added"] or 0 for f in files)
+    dels = sum(f["removed"] or 0 for f in files)
     click.echo(f"{branch}: {len(files)} file{'s' if len(files) != 1 else ''} changed, "
                f"+{adds} -{dels}, on {ref} "
-               f"({resolved.commit[:12]})")
-    for w in series.warnings:
+               f"({result['base_commit'][:12]})")
+    for w in result["warnings"]:
         click.echo(f"warning: {w}")
-    click.echo(f"patches: {len(patches)} in {out_dir} (`git am` them on {ref})")
+    click.echo(f"patches: {len(result['patches'])} in {out_dir} (`git am` them on {ref})")
     click.echo(f"body:    {out_dir / BODY_NAME}")
-    click.echo(f"format:  {series.formatting_note}")
-    if pushed:
-        click.echo(f"pushed:  {branch} to {push_url}")
+    click.echo(f"format:  {formatting_note}")
+    if result["pushed"]:
+        click.echo(f"pushed:  {branch} to {result['pushed']['url']}")
     else:
         click.echo("not pushed (pass --push REMOTE to push the branch)")
-    click.echo(f"forwarded: {forwarded[unit.name]}")
-    return OK
+    click.echo(f"forwarded: {result['forwarded'][result['unit']]}")
 
 
 # --- what the PR replaces upstream already has ----------------------------------------
@@ -563,7 +581,7 @@ def _model_extras(manifest: Manifest, unit: Unit, wt: Path, series: Series) -> s
     if not models:
         return ""
     notes: list[str] = []
-    suite = edit_mod.find_suite(
+    suite = edit_mod.suite_layout(
         lambda p: (wt / p).read_bytes() if (wt / p).is_file() else None)
     if suite is None:
         series.warnings.append("no generation suite in the checkout: no ModelCase added")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .. import durable, export, journal, paths, report, state, target, workflow
+from .. import durable, export, journal, paths, report, state, target, upgrading, workflow
 from ..durable import crash_point
 from ..errors import FINDINGS, OK, BadInput
 from ..gitutil import Git
@@ -29,7 +29,6 @@ from ..manifest import MANIFEST_NAME, with_unit, with_unit_keys
 from ..units import edit as edits
 from ..upstream import Resolved
 from . import open_overlay
-from . import upgrade as upgrade_cmd
 
 MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.M)
 
@@ -88,7 +87,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     # the resolution: everything on top of where the worktree started,
     # whether the user committed it or not
     head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
-    tree = _worktree_tree(g)
+    tree = target.content_tree(g.cwd)
     for path in g.run("diff", "--name-only", head, tree).splitlines():
         p = res / path
         if p.is_file():
@@ -112,7 +111,7 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     crash_point("continue-resolved")
 
     if pending["operation"] == "upgrade":
-        return upgrade_cmd.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
+        return upgrading.upgrade(session, pending["to"], bool(pending.get("yes")), as_json)
 
     # an apply: the resolution becomes the unit's patch now, then apply again
     tx = journal.Transaction(m.root)
@@ -140,15 +139,6 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     else:
         workflow.explain_conflict(out, pending["ref"])
     return code
-
-
-def _worktree_tree(g: Git) -> str:
-    """The tree of a worktree's files as they are now (untracked included)."""
-    with durable.scratch(target.workspace_cache(g.cwd), "index") as tmp:
-        gi = g.with_env(GIT_INDEX_FILE=str(Path(tmp) / "index"))
-        gi.run("read-tree", "HEAD")
-        gi.run("add", "-A", ".")
-        return gi.run("write-tree")
 
 
 # --- plain refresh ------------------------------------------------------------
@@ -290,8 +280,7 @@ def _files_back(g, tx, text, m, unit, parent, c):
                 files.remove(ch.path)
             tx.delete(dest)
         else:
-            tx.write(dest, g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
+            tx.write(dest, g.object_bytes(ch.new_blob), ch.permissions)
             if ch.path not in listed:
                 files.append(ch.path)
         touched.append(dest)
@@ -308,8 +297,7 @@ def _new_unit(g, tx, text, names, parent, c):
     chs = export.changes(g, parent, c)
     if chs and all(ch.status == "A" and ch.new_mode in ("100644", "100755") for ch in chs):
         for ch in chs:
-            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob),
-                     0o755 if ch.new_mode == "100755" else 0o644)
+            tx.write(f"overlay/{ch.path}", g.object_bytes(ch.new_blob), ch.permissions)
         fields = {"name": name, "kind": "files", "description": message or subject,
                   "files": [ch.path for ch in chs], "forwarded": "no"}
         row = [name, "files", "new", [f"overlay/{ch.path}" for ch in chs]]
@@ -323,25 +311,18 @@ def _new_unit(g, tx, text, names, parent, c):
 
 
 def _edit_changed_by_hand(g, m, unit, parent, c) -> str | None:
-    models = [m.model(a) for a in unit.models]
+    """Why commit c's change to an edit unit's files is not the edit itself, or None."""
+    try:
+        steps = dict(edits.plan_on(m, unit, lambda path: g.file_at(parent, path)))
+    except edits.MissingAnchor:
+        steps = {}
     for ch in export.changes(g, parent, c):
         before = g.object_bytes(ch.old_blob).decode() if ch.status != "A" else ""
         after = g.object_bytes(ch.new_blob).decode() if ch.status != "D" else ""
-        if unit.edit == "register-config":
-            read = lambda path: g.run_bytes("show", f"{parent}:{path}") \
-                if g.has_object(f"{parent}:{path}") else None
-            try:
-                steps = dict(edits.config_plan(m, unit, read))
-            except edits.MissingAnchor:
-                steps = {}
+        try:
             expected = steps[ch.path](before).text if ch.path in steps else None
-        elif unit.edit == "register-multimodal":
-            expected = edits.register_multimodal(before, [x.architecture for x in models]).text
-        elif unit.edit == "register-mla":
-            expected = edits.register_mla(before, [x.architecture for x in models]).text
-        else:
-            list_name = dict(edits.SUITES).get(ch.path, "ALL_MODELS")
-            expected = edits.add_model_cases(before, list_name, models).text
+        except (edits.MissingAnchor, SyntaxError):
+            expected = None
         if after != expected:
             return (f"{ch.path} was changed by hand; an edit unit is a declaration, so "
                     "make the change in overlay.toml or in a new commit (a new patch unit)")

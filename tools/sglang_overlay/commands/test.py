@@ -62,29 +62,8 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
         return _merge(opts, root, report_dirs, as_json)
     manifest = load(root)
     ref = manifest.ref_or(sglang_ref)
-    standin = standin_suite  # the option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE (cli.py)
-    if standin is not None:
-        runner = suite_mod.RUNNER_STANDIN
-        suite, checkout = _standin_suite(opts.existing(standin, "--standin-suite")), None
-    else:
-        runner = suite_mod.RUNNER_GPU
-        checkout = opts.path(worktree) if worktree else target.default_target(root, ref)
-        if not checkout.is_dir():
-            raise BadInput(f"{checkout}: no patched checkout there",
-                           f"run `overlay apply --sglang-ref {ref}` first, or pass --worktree")
-        suite = suite_mod.find_suite(checkout)
-
-    hf_ids = list(dict.fromkeys(models)) or list(dict.fromkeys(
-        m.hf_id for m in manifest.models if m.hf_id))
-    if not hf_ids:
-        raise BadInput(f"{manifest.path}: no [[model]] has an hf-id and no --model was given",
-                       'add hf-id = "org/name" to a [[model]], or pass --model HF_ID')
-    declared = {m.hf_id for m in manifest.models if m.hf_id}
-    unknown = [h for h in models if h not in declared and h not in suite.cases]
-    if unknown:
-        raise BadInput(f"--model {unknown[0]}: no [[model]] declares it and {suite.rel} has "
-                       "no ModelCase for it",
-                       "pass the hf-id of a declared model, or of a model in the suite")
+    runner, suite, checkout = _suite(opts, root, ref, worktree, standin_suite)
+    hf_ids = _models(manifest, models, suite)
     if shard_of:
         hf_ids = shards.take(hf_ids, *shard_of)
         if not hf_ids:
@@ -144,6 +123,37 @@ def run(opts, models, dry_run, sglang_ref, worktree, python, as_json,
     click.echo("")
     click.echo(f"report: {paths['markdown']} (logs and JUnit XML in {run_dir})")
     return code
+
+
+def _suite(opts, root: Path, ref: str, worktree, standin: Path | None):
+    """(runner, suite, checkout): the CPU stand-in suite when one is given (the
+    option or its envvar, $SGLANG_OVERLAY_STANDIN_SUITE, cli.py), else the
+    generation suite of the patched checkout."""
+    if standin is not None:
+        return (suite_mod.RUNNER_STANDIN,
+                _standin_suite(opts.existing(standin, "--standin-suite")), None)
+    checkout = opts.path(worktree) if worktree else target.default_target(root, ref)
+    if not checkout.is_dir():
+        raise BadInput(f"{checkout}: no patched checkout there",
+                       f"run `overlay apply --sglang-ref {ref}` first, or pass --worktree")
+    return suite_mod.RUNNER_GPU, suite_mod.find_suite(checkout), checkout
+
+
+def _models(manifest, models: tuple, suite: suite_mod.Suite) -> list[str]:
+    """The hf-ids to test: --model's, else every declared model's; bad input
+    for a --model neither declared nor in the suite."""
+    hf_ids = list(dict.fromkeys(models)) or list(dict.fromkeys(
+        m.hf_id for m in manifest.models if m.hf_id))
+    if not hf_ids:
+        raise BadInput(f"{manifest.path}: no [[model]] has an hf-id and no --model was given",
+                       'add hf-id = "org/name" to a [[model]], or pass --model HF_ID')
+    declared = {m.hf_id for m in manifest.models if m.hf_id}
+    unknown = [h for h in models if h not in declared and h not in suite.cases]
+    if unknown:
+        raise BadInput(f"--model {unknown[0]}: no [[model]] declares it and {suite.rel} has "
+                       "no ModelCase for it",
+                       "pass the hf-id of a declared model, or of a model in the suite")
+    return hf_ids
 
 
 def _standin_suite(path: Path) -> suite_mod.Suite:

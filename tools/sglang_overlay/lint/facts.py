@@ -112,6 +112,20 @@ SELF_BINDERS = ("setattr", "register_parameter", "register_buffer", "register_mo
                 "add_module", "__setattr__")
 
 
+def _binds(call: ast.Call, func: str, names: set[str]) -> bool:
+    """For a setattr-like call (func's last part in SELF_BINDERS): add the
+    attribute it binds on self to names. True when that name is computed."""
+    leaf = func.split(".")[-1]
+    if leaf not in SELF_BINDERS:
+        return False
+    args = call.args[1:] if leaf == "setattr" else call.args
+    first = args[0] if args else None
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        names.add(first.value)
+        return False
+    return True
+
+
 def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
     """Attribute names a class's methods bind on self; True if some are dynamic."""
     names: set[str] = set()
@@ -121,15 +135,7 @@ def _self_attrs(cls: ast.ClassDef) -> tuple[list[str], bool]:
                 isinstance(node.value, ast.Name) and node.value.id == "self"):
             names.add(node.attr)
         elif isinstance(node, ast.Call):
-            func = _dotted(node.func) or ""
-            leaf = func.split(".")[-1]
-            if leaf in SELF_BINDERS:
-                args = node.args[1:] if leaf in ("setattr",) else node.args
-                first = args[0] if args else None
-                if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    names.add(first.value)
-                else:
-                    dynamic = True
+            dynamic = _binds(node, _dotted(node.func) or "", names) or dynamic
         elif isinstance(node, ast.Attribute) and node.attr == "__dict__":
             dynamic = True
     return sorted(names), dynamic
@@ -209,14 +215,7 @@ def _details(tree: ast.Module, defs: dict) -> dict:
                     mappings += _mapping_entries(
                         ast.List([a]) if node.func.attr != "extend" else a)
             if cls is not None:
-                leaf = (func or "").split(".")[-1]
-                if leaf in SELF_BINDERS:
-                    args = node.args[1:] if leaf == "setattr" else node.args
-                    first = args[0] if args else None
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        self_attrs.add(first.value)
-                    else:
-                        dynamic = True
+                dynamic = _binds(node, func or "", self_attrs) or dynamic
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node.value:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = {t.id if isinstance(t, ast.Name) else getattr(t, "attr", None)
@@ -310,96 +309,110 @@ def extract(source: bytes, module: str, is_package: bool, detail: bool = False) 
     except (SyntaxError, ValueError) as exc:
         return {"syntax_error": f"{getattr(exc, 'msg', exc)}",
                 "line": getattr(exc, "lineno", 1) or 1}
-    defs: dict[str, str] = {}
-    aliases: dict[str, list] = {}  # local name -> [module, name] it was imported as
-    imports: list[dict] = []
-    stars: list[str] = []
-    classes: dict[str, dict] = {}
-    functions: dict[str, dict] = {}
-    entry: list[str] | None = None
-    entry_line = 0
-    dunder_all = None
-    has_getattr = False
-
-    def visit_block(body, top: bool):
-        nonlocal entry, entry_line, dunder_all, has_getattr
-        for node in body:
-            if isinstance(node, ast.ClassDef):
-                defs[node.name] = "class"
-                classes[node.name] = _class(node)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                defs[node.name] = "function"
-                functions[node.name] = _signature(node, method=False)
-                if node.name == "__getattr__":
-                    has_getattr = True
-            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for t in targets:
-                    for n in ast.walk(t):
-                        if isinstance(n, ast.Name):
-                            defs.setdefault(n.id, "variable")
-                    if isinstance(t, ast.Name) and t.id == "EntryClass" and node.value is not None:
-                        entry_line = node.lineno
-                        v = node.value
-                        elts = v.elts if isinstance(v, (ast.List, ast.Tuple)) else [v]
-                        entry = [_dotted(e) or "?" for e in elts]
-                    if isinstance(t, ast.Name) and t.id == "__all__" and isinstance(
-                        node.value, (ast.List, ast.Tuple)
-                    ):
-                        dunder_all = [e.value for e in node.value.elts
-                                      if isinstance(e, ast.Constant)]
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    local = a.asname or a.name.split(".")[0]
-                    defs.setdefault(local, "import")
-                    if a.asname:
-                        aliases[local] = [a.name, None]
-                    imports.append({"module": a.name, "name": None, "asname": a.asname,
-                                    "line": node.lineno, "top": top})
-            elif isinstance(node, ast.ImportFrom):
-                mod = _absolute(node.module, node.level, module, is_package)
-                for a in node.names:
-                    imports.append({"module": mod, "name": a.name, "asname": a.asname,
-                                    "line": node.lineno, "top": top})
-                    if a.name == "*":
-                        stars.append(mod)
-                        continue
-                    local = a.asname or a.name
-                    defs.setdefault(local, "import")
-                    aliases[local] = [mod, a.name]
-            elif isinstance(node, (ast.If, ast.Try, ast.With)):
-                for block in ("body", "orelse", "finalbody"):
-                    visit_block(getattr(node, block, []) or [], top)
-                for h in getattr(node, "handlers", []) or []:
-                    visit_block(h.body, top)
-
-    visit_block(tree.body, True)
+    top = _TopLevel(module, is_package)
+    top.visit(tree.body)
+    imports = top.imports
     out = {
-        "defs": defs,
-        "aliases": aliases,
+        "defs": top.defs,
+        "aliases": top.aliases,
         "imports": imports,
-        "stars": stars,
-        "all": dunder_all,
-        "getattr": has_getattr,
-        "classes": classes,
-        "functions": functions,
-        "entry": entry,
-        "entry_line": entry_line,
+        "stars": top.stars,
+        "all": top.dunder_all,
+        "getattr": top.has_getattr,
+        "classes": top.classes,
+        "functions": top.functions,
+        "entry": top.entry,
+        "entry_line": top.entry_line,
         "end_line": source.count(b"\n") + 1,
     }
     if detail:
-        d = _details(tree, defs)
+        d = _details(tree, top.defs)
         # imports inside functions matter for the registry rule
         for sub in d.pop("fn_imports"):
-            if isinstance(sub, ast.ImportFrom):
-                mod = _absolute(sub.module, sub.level, module, is_package)
-                imports += [{"module": mod, "name": a.name, "asname": a.asname,
-                             "line": sub.lineno, "top": False} for a in sub.names]
-            else:
-                imports += [{"module": a.name, "name": None, "asname": a.asname,
-                             "line": sub.lineno, "top": False} for a in sub.names]
+            imports += _import_rows(sub, module, is_package, top=False)
         out.update(d)
     return out
+
+
+def _import_rows(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
+                 top: bool) -> list[dict]:
+    """One row per name an import statement imports."""
+    if isinstance(node, ast.ImportFrom):
+        mod = _absolute(node.module, node.level, module, is_package)
+        return [{"module": mod, "name": a.name, "asname": a.asname,
+                 "line": node.lineno, "top": top} for a in node.names]
+    return [{"module": a.name, "name": None, "asname": a.asname,
+             "line": node.lineno, "top": top} for a in node.names]
+
+
+class _TopLevel:
+    """What a module's top level defines and imports, blocks under if/try/with
+    included (extract's facts, before the details)."""
+
+    def __init__(self, module: str, is_package: bool):
+        self.module, self.is_package = module, is_package
+        self.defs: dict[str, str] = {}
+        self.aliases: dict[str, list] = {}  # local name -> [module, name] it was imported as
+        self.imports: list[dict] = []
+        self.stars: list[str] = []
+        self.classes: dict[str, dict] = {}
+        self.functions: dict[str, dict] = {}
+        self.entry: list[str] | None = None
+        self.entry_line = 0
+        self.dunder_all = None
+        self.has_getattr = False
+
+    def visit(self, body: list[ast.stmt], top: bool = True) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                self.defs[node.name] = "class"
+                self.classes[node.name] = _class(node)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.defs[node.name] = "function"
+                self.functions[node.name] = _signature(node, method=False)
+                if node.name == "__getattr__":
+                    self.has_getattr = True
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                self._assign(node)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                self._import(node, top)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for block in ("body", "orelse", "finalbody"):
+                    self.visit(getattr(node, block, []) or [], top)
+                for h in getattr(node, "handlers", []) or []:
+                    self.visit(h.body, top)
+
+    def _assign(self, node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for t in targets:
+            for n in ast.walk(t):
+                if isinstance(n, ast.Name):
+                    self.defs.setdefault(n.id, "variable")
+            if isinstance(t, ast.Name) and t.id == "EntryClass" and node.value is not None:
+                self.entry_line = node.lineno
+                v = node.value
+                elts = v.elts if isinstance(v, (ast.List, ast.Tuple)) else [v]
+                self.entry = [_dotted(e) or "?" for e in elts]
+            if isinstance(t, ast.Name) and t.id == "__all__" and isinstance(
+                node.value, (ast.List, ast.Tuple)
+            ):
+                self.dunder_all = [e.value for e in node.value.elts
+                                   if isinstance(e, ast.Constant)]
+
+    def _import(self, node: ast.Import | ast.ImportFrom, top: bool) -> None:
+        for row in _import_rows(node, self.module, self.is_package, top):
+            self.imports.append(row)
+            if isinstance(node, ast.Import):
+                local = row["asname"] or row["module"].split(".")[0]
+                self.defs.setdefault(local, "import")
+                if row["asname"]:
+                    self.aliases[local] = [row["module"], None]
+            elif row["name"] == "*":
+                self.stars.append(row["module"])
+            else:
+                local = row["asname"] or row["name"]
+                self.defs.setdefault(local, "import")
+                self.aliases[local] = [row["module"], row["name"]]
 
 
 class FactsCache:

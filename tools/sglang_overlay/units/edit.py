@@ -295,7 +295,7 @@ def add_model_cases(text: str, list_name: str, models: list[Model]) -> Result:
     return Result(_append_to_list(text, node, items), [m.hf_id for m in missing])
 
 
-def find_suite(read) -> tuple[str, str] | None:
+def suite_layout(read) -> tuple[str, str] | None:
     """(path, list name) of the generation suite in this tree, newest layout first."""
     for path, name in SUITES:
         if read(path) is not None:
@@ -453,7 +453,7 @@ def plan_on(manifest, unit: Unit, read) -> list[tuple[str, callable]]:
         return [(MODEL_CONFIG, lambda t: register_multimodal(t, [m.architecture for m in models]))]
     if unit.edit == "register-mla":
         return [(MODEL_CONFIG, lambda t: register_mla(t, [m.architecture for m in models]))]
-    suite = find_suite(read)
+    suite = suite_layout(read)
     if suite is None:
         raise MissingAnchor(
             "the generation suite (" + " or ".join(p for p, _ in SUITES) + ")"
