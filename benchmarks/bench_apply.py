@@ -54,7 +54,7 @@ def overlay(*args) -> subprocess.CompletedProcess:
 
 def copy_overlay(dest: Path) -> Path:
     dest.mkdir(parents=True)
-    for name in ("overlay.toml", "overlay", "patches"):
+    for name in ("overlay.toml", "overlay", "patches", "variants"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
     sh("git", "init", "-q", cwd=dest)

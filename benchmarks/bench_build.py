@@ -83,6 +83,7 @@ def main() -> int:
         shutil.copy2(ROOT / "overlay.toml", ov)
         shutil.copytree(ROOT / "overlay", ov / "overlay")
         shutil.copytree(ROOT / "patches", ov / "patches")
+        shutil.copytree(ROOT / "variants", ov / "variants")
         git(ov, "init", "-q")
         git(ov, "add", "-A")
         git(ov, "commit", "-q", "-m", "overlay")
