@@ -73,3 +73,36 @@ def test_output_keeps_stdout_for_the_report(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "w\ni\ntool line\n"
+
+
+def test_every_upstream_fact_has_its_words(tmp_path):
+    """upstream.py raises facts; upstream_problems words them. A new fact without
+    words would reach the user as an internal error (a traceback), and the
+    words must keep naming what the user needs: the ref, the URL, the fix."""
+    from sglang_overlay import upstream as up
+    from sglang_overlay.cli import _upstream_problem
+    from sglang_overlay.errors import BAD_INPUT
+    url, sha = "file:///srv/sglang", "a" * 40
+    facts = [up.UpstreamMissing("../gone"), up.NotARepository(url),
+             up.Unreachable(url, "fatal: no route"), up.TagsUnlisted(url, "fatal: no route"),
+             up.FetchFailed(url, ["+refs/tags/v1:refs/tags/v1"], "fatal: x"),
+             up.MirrorCorrupt(tmp_path / "m.git", "error: inflate: data stream error"),
+             up.UnknownRef(url, "v9.9.9"), up.UnknownRef(url, sha),
+             up.FetchIncomplete(url, "v1", sha), up.NotCached("v1", tmp_path / "m.git"),
+             up.NotCached(sha), up.NotCached("v1")]
+    def leaves(cls):
+        subs = cls.__subclasses__()
+        return {c for s in subs for c in leaves(s)} | set(subs)
+    assert {type(f) for f in facts} == leaves(up.UpstreamError)  # each kind is covered
+    lines = []
+    for fact in facts:
+        bad = _upstream_problem(fact)
+        assert bad is not None and bad.exit_code == BAD_INPUT and bad.fix, fact
+        lines.append(bad.line())
+    assert len(set(lines)) == len(lines)  # no two facts read the same
+    assert lines[6] == ("unknown ref 'v9.9.9' in upstream 'file:///srv/sglang' (fix: name a tag, "
+                        "branch or commit that exists there (`git ls-remote --tags "
+                        "file:///srv/sglang` lists the tags))")
+    assert lines[9].startswith(f"ref 'v1' is not in the cache ({tmp_path / 'm.git'} does not "
+                               "exist) (fix: run without --offline")
+    assert _upstream_problem(ValueError("a bug")) is None  # bugs still get the traceback

@@ -319,12 +319,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("overlay: interrupted", err=True)
         return INTERRUPTED
-    except Exception:  # a bug: say so, with the traceback
+    except Exception as exc:
+        bad = _upstream_problem(exc)
+        if bad is not None:  # a fact from the upstream plumbing, worded in one place
+            click.echo(f"overlay: {bad.line()}", err=True)
+            return bad.exit_code
+        # a bug: say so, with the traceback
         traceback.print_exc()
         click.echo("overlay: internal error (this is a bug; please report it "
                    "with the traceback above)", err=True)
         return INTERNAL
     return rv if isinstance(rv, int) else 0
+
+
+def _upstream_problem(exc: Exception) -> BadInput | None:
+    """An ``upstream.UpstreamError`` as its bad-input line; None for anything else.
+
+    upstream.py (git, gitpython) loads lazily, with the verbs that need it: when
+    it was never loaded, exc cannot come from it."""
+    if f"{__package__}.upstream" not in sys.modules:
+        return None
+    from .upstream import UpstreamError
+    from .upstream_problems import as_bad_input
+    return as_bad_input(exc) if isinstance(exc, UpstreamError) else None
 
 
 def _usage_line(exc: click.ClickException) -> str:

@@ -30,7 +30,7 @@ from .units import (
     Stage,
     apply_unit,
 )
-from .upstream import Cache, Resolved, is_url, normalize_url
+from .upstream import Cache, Resolved, UpstreamError, is_url, normalize_url
 from .versions import is_release
 
 TRAILER_UNIT = "Overlay-Unit"
@@ -261,7 +261,7 @@ class Session:
         if sha is None and m.ref:
             try:
                 sha = self.resolve(m.ref).commit
-            except BadInput:
+            except UpstreamError:
                 sha = None
         self._pin = sha or ""
         return sha

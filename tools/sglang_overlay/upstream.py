@@ -35,18 +35,94 @@ import git as gitpython
 from filelock import FileLock
 
 from . import durable, output
-from .errors import BadInput
 from .gitutil import Git, clear_stale_lock, worktree_gitdir
-from .userconfig import HINT as UPSTREAM_HINT
 
-OFFLINE_MISS = ("run without --offline to fetch it; if the upstream is out of reach, "
-                + UPSTREAM_HINT)
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
 VERIFIED = "overlay-verified.json"
 # what git says when the objects it has are damaged (not a network problem)
 CORRUPT = re.compile(r"corrupt|inflate:|bad object|unable to read [0-9a-f]{40}|"
                      r"missing (blob|tree|commit) [0-9a-f]{40}")
+
+
+class UpstreamError(Exception):
+    """What went wrong reaching an upstream or the cache: facts only.
+
+    The words and the fix the user reads are chosen above this layer
+    (``upstream_problems.as_bad_input``); the CLI's one error handler turns
+    every one of these into that line and exit 2 (bad input)."""
+
+    def __str__(self) -> str:
+        return repr(self)  # the dataclass fields: the facts
+
+
+fact = dataclass(eq=False)  # exceptions stay hashable
+
+
+@fact
+class UpstreamMissing(UpstreamError):
+    given: str  # a local path that does not exist
+
+
+@fact
+class NotARepository(UpstreamError):
+    given: str  # a path or URL that is not a git repository
+
+
+@fact
+class Unreachable(UpstreamError):
+    url: str
+    stderr: str
+
+
+@fact
+class TagsUnlisted(UpstreamError):
+    url: str
+    stderr: str
+
+
+@fact
+class FetchFailed(UpstreamError):
+    url: str
+    refspec: str | list[str]
+    stderr: str
+
+
+@fact
+class MirrorCorrupt(UpstreamError):
+    path: Path
+    stderr: str
+
+
+@fact
+class UnknownRef(UpstreamError):
+    url: str
+    ref: str  # a name, or a 40-hex commit
+
+    @property
+    def is_commit(self) -> bool:
+        return bool(SHA_RE.match(self.ref))
+
+
+@fact
+class FetchIncomplete(UpstreamError):
+    """Fetching ref succeeded but did not bring the commit it names."""
+
+    url: str
+    ref: str
+    commit: str
+
+
+@fact
+class NotCached(UpstreamError):
+    """Offline, and the cache lacks ref."""
+
+    ref: str
+    missing_mirror: Path | None = None  # the mirror's path when there is none at all
+
+    @property
+    def is_commit(self) -> bool:
+        return bool(SHA_RE.match(self.ref))
 
 
 def default_cache_dir() -> Path:
@@ -91,12 +167,10 @@ def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool =
 
 def _require_local_repo(path: Path, given: str) -> None:
     if not path.exists():
-        raise BadInput(f"upstream '{given}' does not exist",
-                       "pass --upstream a git URL or the path of an SGLang clone")
+        raise UpstreamMissing(given)
     r = Git(path).result("rev-parse", "--git-dir")
     if not r.ok:
-        raise BadInput(f"upstream '{given}' is not a git repository",
-                       "pass --upstream a git URL or the path of an SGLang clone")
+        raise NotARepository(given)
 
 
 @dataclass
@@ -243,11 +317,8 @@ class Mirror:
         except gitpython.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().replace("\n", " ")
             if "does not appear to be a git repository" in stderr or "not a git repository" in stderr:
-                raise BadInput(f"upstream '{self.url}' is not a git repository",
-                               "pass --upstream a git URL or the path of an SGLang clone")
-            raise BadInput(f"cannot reach upstream '{self.url}': {stderr}",
-                           f"check the URL and the network, or {UPSTREAM_HINT} "
-                           "(--offline only uses refs the cache already has)") from None
+                raise NotARepository(self.url) from None
+            raise Unreachable(self.url, stderr) from None
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -280,12 +351,8 @@ class Mirror:
                         continue  # a killed fetch left its lock behind
                     stderr = (exc.stderr or "").strip().replace("\n", " ")
                     if CORRUPT.search(stderr):
-                        raise BadInput(f"the cache's mirror {self.path} is corrupt: {stderr}",
-                                       f"remove it (rm -rf {self.path}) and run the command "
-                                       "again; what is needed is fetched anew") from None
-                    raise BadInput(f"cannot fetch '{refspec}' from '{self.url}': {stderr}",
-                                   "check that the ref exists upstream and the network "
-                                   f"works, or {UPSTREAM_HINT}")
+                        raise MirrorCorrupt(self.path, stderr) from None
+                    raise FetchFailed(self.url, refspec, stderr) from None
         finally:
             repo.close()
 
@@ -297,8 +364,7 @@ class Mirror:
                                env={"GIT_TERMINAL_PROMPT": "0"})
         except gitpython.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().replace("\n", " ")
-            raise BadInput(f"cannot list the tags of '{self.url}': {stderr}",
-                           f"check the URL and the network, or {UPSTREAM_HINT}") from None
+            raise TagsUnlisted(self.url, stderr) from None
         tags: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -320,15 +386,12 @@ class Mirror:
                 continue
             remote = self.ls_remote(ref)
             if remote is None:
-                raise BadInput(
-                    f"unknown ref '{ref}' in upstream '{self.url}'",
-                    f"list the tags with `git ls-remote --tags {self.url}`",
-                )
+                raise UnknownRef(self.url, ref)
             out[ref] = remote
         created = self.ensure()  # only once every ref is known to exist
         try:
             self._fetch_missing(out)
-        except BadInput:
+        except UpstreamError:
             if created:
                 self.discard_if_empty()
             raise
@@ -344,8 +407,7 @@ class Mirror:
                 self._fetch_specs(specs, f"fetching {len(specs)} ref" + ("s" if len(specs) != 1 else ""))
         for r in out.values():
             if not self.has_commit(r.commit):
-                raise BadInput(f"fetching '{r.ref}' from '{self.url}' did not bring commit "
-                               f"{r.commit}", "check the upstream repository")
+                raise FetchIncomplete(self.url, r.ref, r.commit)
 
     def _fetch_specs(self, specs: list[str], label: str) -> None:
         progress = _Progress(label) if sys.stderr.isatty() else None
@@ -365,22 +427,19 @@ class Mirror:
 
         Nothing is created in the cache until the ref is known to exist."""
         if offline and not self.exists():
-            raise BadInput(f"ref '{ref}' is not in the cache ({self.path} does not exist)",
-                           OFFLINE_MISS)
+            raise NotCached(ref, self.path)
         if SHA_RE.match(ref):
             created = self.ensure()
             if not self.has_commit(ref):
                 if offline:
-                    raise BadInput(f"commit {ref} is not in the cache",
-                                   OFFLINE_MISS)
+                    raise NotCached(ref)
                 try:
                     with self.lock:
                         if not self.has_commit(ref):
                             self.fetch(ref, None, f"fetching {ref[:12]}")
                     if not self.has_commit(ref):
-                        raise BadInput(f"unknown ref '{ref}' in upstream '{self.url}'",
-                                       "pass a tag, a branch or a commit that exists upstream")
-                except BadInput:
+                        raise UnknownRef(self.url, ref)
+                except UpstreamError:
                     if created:
                         self.discard_if_empty()
                     raise
@@ -391,15 +450,10 @@ class Mirror:
                 sha = self.git.rev(f"{name}^{{commit}}")
                 if sha:
                     return Resolved(ref, sha, name)
-            raise BadInput(f"ref '{ref}' is not in the cache",
-                           OFFLINE_MISS)
+            raise NotCached(ref)
         remote = self.ls_remote(ref)
         if remote is None:
-            raise BadInput(
-                f"unknown ref '{ref}' in upstream '{self.url}'",
-                f"name a tag, branch or commit that exists there (`git ls-remote --tags "
-                f"{self.url}` lists the tags)",
-            )
+            raise UnknownRef(self.url, ref)
         self.ensure()
         if not self.has_commit(remote.commit):
             with self.lock:
@@ -410,8 +464,7 @@ class Mirror:
             with self.lock:
                 self.git.run("update-ref", self._local_name(remote.refname), remote.commit)
         if not self.has_commit(remote.commit):
-            raise BadInput(f"fetching '{ref}' from '{self.url}' did not bring commit "
-                           f"{remote.commit}", "check the upstream repository")
+            raise FetchIncomplete(self.url, ref, remote.commit)
         return remote
 
     def ensure_objects(self, oids: list[str], label: str) -> bool:
@@ -479,7 +532,7 @@ class Mirror:
                 return True
             try:
                 self.fetch(sha, None, label)
-            except BadInput:
+            except UpstreamError:
                 return False
         return self.has_commit(sha)
 

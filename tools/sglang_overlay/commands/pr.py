@@ -53,7 +53,7 @@ from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
-from ..upstream import is_url
+from ..upstream import UpstreamError, is_url
 from ..versions import is_release, version_key
 from . import open_overlay
 
@@ -260,7 +260,7 @@ def _since(session, path: str, base) -> str:
     pin = session.manifest.ref
     try:
         tags = _local_tags(session.mirror) if session.offline else session.mirror.list_tags()
-    except BadInput:
+    except UpstreamError:
         return base.ref
     top = version_key(base.ref) if is_release(base.ref) else None
     cands = sorted((t for t in tags if is_release(t) and (top is None or version_key(t) <= top)
