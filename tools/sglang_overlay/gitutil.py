@@ -167,8 +167,56 @@ class Git:
                                      old_mode, new_mode, old_blob, new_blob))
         return entries
 
+    # --- a series of commits (what `overlay pr` sends): facts, no policy -------------
+
+    def commit_time(self, commit: str) -> int:
+        """The committer date of commit, in seconds since the epoch."""
+        return int(self.run("show", "-s", "--format=%ct", commit))
+
+    def numstat(self, base: str, head: str, paths: list[str] | tuple[str, ...] = (),
+                ) -> list[tuple[str, int | None, int | None, str]]:
+        """(path, lines added, lines removed, status letter) per file base..head changes
+        (among paths, if given); None counts for a binary file."""
+        only = ["--", *paths] if paths else []
+        status = {}
+        for line in self.run("diff", "--name-status", "--no-renames", base, head,
+                             *only).splitlines():
+            st, _, path = line.partition("\t")
+            status[path] = st
+        out = []
+        for line in self.run("diff", "--numstat", "--no-renames", base, head,
+                             *only).splitlines():
+            a, d, path = line.split("\t", 2)
+            out.append((path, None if a == "-" else int(a), None if d == "-" else int(d),
+                        status.get(path, "M")))
+        return out
+
+    def format_patch(self, base: str, head: str, out_dir: Path) -> dict[str, bytes]:
+        """`git format-patch` of base..head written into out_dir (an empty scratch
+        directory): file name -> bytes, in series order."""
+        self.run("format-patch", "--quiet", "--no-signature", "--full-index",
+                 "-o", str(out_dir), f"{base}..{head}")
+        return {name: (out_dir / name).read_bytes() for name in sorted(os.listdir(out_dir))}
+
+    def push_branch(self, url: str, head: str, branch: str) -> str | None:
+        """Force-push head to url's branch, with the user's own git configuration
+        (credentials, proxies) and never a prompt: None, or git's last line of error."""
+        g = Git(self.cwd, env={"GIT_TERMINAL_PROMPT": "0"}, isolated=False)
+        r = g.result("push", "--force", "--quiet", url, f"{head}:refs/heads/{branch}")
+        return None if r.ok else (r.err.strip().splitlines() or ["no output"])[-1]
+
     def close(self) -> None:
         self._cmd.clear_cache()
+
+
+def user_identity(repo: Path) -> tuple[str, str] | None:
+    """The user's own (name, email) as git configures them for repo, or None."""
+    g = Git(repo, isolated=False)
+    name = g.result("config", "user.name")
+    email = g.result("config", "user.email")
+    if name.ok and email.ok and name.out.strip() and email.out.strip():
+        return name.out.strip(), email.out.strip()
+    return None
 
 
 def worktree_gitdir(worktree: Path) -> Path | None:

@@ -375,6 +375,16 @@ class Mirror:
                 tags.setdefault(name, sha)
         return tags
 
+    def local_tags(self) -> dict[str, str]:
+        """The tags the mirror already has (what --offline can use): name -> commit."""
+        out = self.git.run("for-each-ref", "--format=%(refname:strip=2) %(*objectname) "
+                           "%(objectname)", "refs/tags") if self.git else ""
+        tags = {}
+        for line in out.splitlines():
+            name, *shas = line.split()
+            tags[name] = shas[0]  # the peeled commit of an annotated tag comes first
+        return tags
+
     def resolve_many(self, refs: list[str], offline: bool = False) -> list[Resolved]:
         """Resolve several refs, fetching every missing one in a single fetch."""
         if offline:

@@ -36,7 +36,6 @@ upstream has the unit's files (without --replace),
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from .. import durable, journal, modeldocs, prbody, report
 from ..durable import crash_point
 from ..errors import OK, BadInput, Findings
 from ..formatters import PRE_COMMIT_CONFIG, ToolEnv, parse_pins
-from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env
+from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env, user_identity
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
@@ -89,7 +88,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     resolved, build, replaced = _build_on(session, units, ref, replace)
     ws = session.workspace
     author = _author(root)
-    date = int(ws.git.run("show", "-s", "--format=%ct", resolved.commit))
+    date = ws.git.commit_time(resolved.commit)
     series = _replay(session, manifest, build, units, resolved.commit, author, date, offline,
                      replaced)
     if unit.name not in series.committed:
@@ -110,7 +109,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     pushed = None
     if push_url:
         try:
-            _push(ws.path, push_url, head, branch)
+            _push(ws.git, push_url, head, branch)
         except Findings:
             tx.commit()  # the series is kept for a push by hand; forwarded is not changed
             raise
@@ -241,11 +240,9 @@ def _replacements(session, build, base) -> dict[str, Replacement]:
         if r.status != UPSTREAM_PROVIDES or r.commit is None:
             continue
         added = removed = lines = 0
-        for line in git.run("diff", "--numstat", "--no-renames", r.parent, r.commit, "--",
-                            *r.files).splitlines():
-            a, d, _path = line.split("\t", 2)
-            added += int(a) if a != "-" else 0
-            removed += int(d) if d != "-" else 0
+        for _path, a, d, _status in git.numstat(r.parent, r.commit, r.files):
+            added += a or 0
+            removed += d or 0
         for f in r.files:
             lines += len(git.object_bytes(git.run("rev-parse", f"{r.parent}:{f}"))
                          .splitlines())
@@ -259,7 +256,7 @@ def _since(session, path: str, base) -> str:
     release tags after the pin, fetching only the tags it probes."""
     pin = session.manifest.ref
     try:
-        tags = _local_tags(session.mirror) if session.offline else session.mirror.list_tags()
+        tags = session.mirror.local_tags() if session.offline else session.mirror.list_tags()
     except UpstreamError:
         return base.ref
     top = version_key(base.ref) if is_release(base.ref) else None
@@ -282,17 +279,6 @@ def _since(session, path: str, base) -> str:
         else:
             lo = mid + 1
     return found or base.ref
-
-
-def _local_tags(mirror) -> dict[str, str]:
-    """The tags the mirror already has (--offline): name -> commit."""
-    out = mirror.git.run("for-each-ref", "--format=%(refname:strip=2) %(*objectname) "
-                         "%(objectname)", "refs/tags") if mirror.git else ""
-    tags = {}
-    for line in out.splitlines():
-        name, *shas = line.split()
-        tags[name] = shas[0]  # the peeled commit of an annotated tag comes first
-    return tags
 
 
 def _checked(files: list[prbody.FileChange], series: "Series") -> tuple[str, ...]:
@@ -366,12 +352,9 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
     return url
 
 
-def _push(workspace: Path, url: str, head: str, branch: str) -> None:
-    # The user's own git configuration (credentials, proxies); never a prompt.
-    g = Git(workspace, env={"GIT_TERMINAL_PROMPT": "0"}, isolated=False)
-    r = g.result("push", "--force", "--quiet", url, f"{head}:refs/heads/{branch}")
-    if not r.ok:
-        last = (r.err.strip().splitlines() or ["no output"])[-1]
+def _push(git: Git, url: str, head: str, branch: str) -> None:
+    last = git.push_branch(url, head, branch)
+    if last is not None:
         raise Findings(f"pushing {branch} to {url} failed: {last}",
                        "push to your fork of upstream (it must have the base commit); "
                        "the branch and patches are ready locally")
@@ -403,12 +386,7 @@ class Series:
 
 
 def _author(root: Path) -> tuple[str, str]:
-    g = Git(root, isolated=False)
-    name = g.result("config", "user.name")
-    email = g.result("config", "user.email")
-    if name.ok and email.ok and name.out.strip() and email.out.strip():
-        return name.out.strip(), email.out.strip()
-    return IDENTITY_NAME, IDENTITY_EMAIL
+    return user_identity(root) or (IDENTITY_NAME, IDENTITY_EMAIL)
 
 
 def subject(unit: Unit) -> str:
@@ -620,16 +598,7 @@ def _model_extras(manifest: Manifest, unit: Unit, wt: Path, series: Series) -> s
 
 
 def _file_changes(git: Git, base: str, head: str) -> list[prbody.FileChange]:
-    status = {}
-    for line in git.run("diff", "--name-status", "--no-renames", base, head).splitlines():
-        st, _, path = line.partition("\t")
-        status[path] = st
-    out = []
-    for line in git.run("diff", "--numstat", "--no-renames", base, head).splitlines():
-        a, d, path = line.split("\t", 2)
-        out.append(prbody.FileChange(path, None if a == "-" else int(a),
-                                     None if d == "-" else int(d), status.get(path, "M")))
-    return out
+    return [prbody.FileChange(*change) for change in git.numstat(base, head)]
 
 
 def _write_series(session, base: str, head: str, out_dir: Path, body: str,
@@ -640,13 +609,9 @@ def _write_series(session, base: str, head: str, out_dir: Path, body: str,
     elsewhere each file is written atomically."""
     root = tx.root
     inside = out_dir.resolve().is_relative_to(root.resolve())
-    files: dict[str, bytes] = {}
     with durable.scratch(session.cache.root, "series") as tmp:
-        session.workspace.git.run("format-patch", "--quiet", "--no-signature", "--full-index",
-                                  "-o", str(tmp), f"{base}..{head}")
-        names = sorted(os.listdir(tmp))
-        for name in names:
-            files[name] = (tmp / name).read_bytes()
+        files = session.workspace.git.format_patch(base, head, tmp)
+    names = list(files)
     files[BODY_NAME] = body.encode("utf-8")
     old = [p for p in out_dir.iterdir() if PATCH_RE.match(p.name)] if out_dir.is_dir() else []
     if inside:
