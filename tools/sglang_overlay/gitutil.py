@@ -152,6 +152,15 @@ class Git:
         r = self.result("rev-parse", "--verify", "--quiet", rev)
         return r.out.strip() if r.ok else None
 
+    def tree_of(self, rev: str) -> str:
+        """The tree rev's commit records."""
+        return self.run("rev-parse", f"{rev}^{{tree}}")
+
+    def current_branch(self) -> str | None:
+        """The branch checked out in this work tree (its short name); None when detached."""
+        return self.result("symbolic-ref", "-q", "HEAD").out.strip().removeprefix(
+            "refs/heads/") or None
+
     def diff_raw(self, a: str, b: str, paths: tuple[str, ...] | list[str] = ()) -> list[DiffEntry]:
         """The paths that differ between trees a and b (renames split), in git's order."""
         args = ["diff", "--raw", "-z", "--no-renames", "--full-index", "--no-abbrev", a, b]

@@ -242,8 +242,8 @@ def _put(ws: Workspace, pre: Preflight, head: str, tree: str) -> str:
     g = ws.git
     if pre.exists and target.exists():
         tg = Git(target)
-        current_tree = tg.run("rev-parse", "HEAD^{tree}")
-        on_branch = tg.result("symbolic-ref", "-q", "HEAD").out.strip() == f"refs/heads/{branch}"
+        current_tree = tg.tree_of("HEAD")
+        on_branch = tg.current_branch() == branch
         if current_tree == tree and not pre.dirty:
             same = tg.run("rev-parse", "HEAD") == head and on_branch
             # same content: move the branch, point HEAD at it; no file changes

@@ -176,7 +176,7 @@ def conflict_guidance(out: Finished, ref: str) -> list[str]:
         return [f"{res} has no conflict markers: the patch did not apply there ({where}).",
                 f"Make its change by hand in {res} (the patch: {out.patch or first.unit.name}); "
                 f"committing is optional; {FINISH}"]
-    tree = g.run("rev-parse", "HEAD^{tree}")
+    tree = g.tree_of("HEAD")
     lines = [f"{res} has no conflict markers: the patch could not be applied there, because"]
     homes = {}
     for f in gone:

@@ -224,7 +224,7 @@ class _Capture:
 
 def _already_captured(session, base_ref: str, merge_base: str, fork: str) -> bool:
     build = session.build(Resolved(base_ref, merge_base, None))
-    return build.ok and build.tree == session.workspace.git.run("rev-parse", f"{fork}^{{tree}}")
+    return build.ok and build.tree == session.workspace.git.tree_of(fork)
 
 
 def _fork_commit(session, source: str, base, opts) -> tuple[str, str, str | None]:

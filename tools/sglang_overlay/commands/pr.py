@@ -126,7 +126,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
         "branch": branch,
         "workspace": str(ws.path),
         "head": head,
-        "tree": ws.git.run("rev-parse", f"{head}^{{tree}}"),
+        "tree": ws.git.tree_of(head),
         "commits": [{"commit": c, "subject": s} for c, s in series.commits],
         "files": [{"path": f.path, "added": f.added, "removed": f.removed,
                    "status": f.status} for f in files],

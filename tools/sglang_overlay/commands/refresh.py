@@ -163,7 +163,7 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
         raise BadInput(f"{wt} is not a worktree this overlay applied",
                        "pass --worktree with the worktree `overlay apply` made")
     g = Git(wt)
-    branch = g.result("symbolic-ref", "-q", "HEAD").out.strip().removeprefix("refs/heads/")
+    branch = g.current_branch()
     base = session.workspace.git.rev(target.base_ref(branch)) if branch else None
     if not base:
         raise BadInput(f"{wt} is not on a branch `overlay apply` made",
@@ -245,7 +245,7 @@ def _already_written_back(session, g: Git, branch: str, base: str) -> bool:
     if head == session.workspace.git.rev(target.built_ref(branch)):
         return False
     build = session.build(Resolved(base, base, None))
-    return build.ok and build.tree == g.run("rev-parse", "HEAD^{tree}")
+    return build.ok and build.tree == g.tree_of("HEAD")
 
 
 def _reapply(session, wt: Path, branch: str, base: str) -> None:

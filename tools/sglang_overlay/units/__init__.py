@@ -219,7 +219,7 @@ class Stage:
         """Commit the index on top of head; None when nothing changed."""
         tree = self.tree()
         if self.head_tree is None:
-            self.head_tree = self.git.run("rev-parse", f"{self.head}^{{tree}}")
+            self.head_tree = self.git.tree_of(self.head)
         if tree == self.head_tree:
             return None
         sha = self._commit_object(tree, message, env) or self.git.run(
