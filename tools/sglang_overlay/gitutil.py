@@ -228,6 +228,17 @@ def user_identity(repo: Path) -> tuple[str, str] | None:
     return None
 
 
+def is_repository(path: Path) -> bool:
+    """Whether path exists and git finds a repository there."""
+    return path.exists() and Git(path).result("rev-parse", "--git-dir").ok
+
+
+def remote_url(repo: Path, name: str) -> str | None:
+    """The URL the user's git configuration gives remote name in repo, or None."""
+    r = Git(repo, isolated=False).result("config", "--get", f"remote.{name}.url")
+    return r.out.strip() if r.ok and r.out.strip() else None
+
+
 def worktree_gitdir(worktree: Path) -> Path | None:
     """The git dir a linked worktree's `.git` file names (`gitdir: PATH`), or None
     when worktree has no such file."""

@@ -35,7 +35,7 @@ import git as gitpython
 from filelock import FileLock
 
 from . import durable, output
-from .gitutil import Git, clear_stale_lock, worktree_gitdir
+from .gitutil import Git, clear_stale_lock, is_repository, worktree_gitdir
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_TIMEOUT = 600
@@ -168,8 +168,7 @@ def normalize_url(url_or_path: str, base: Path | None = None, must_exist: bool =
 def _require_local_repo(path: Path, given: str) -> None:
     if not path.exists():
         raise UpstreamMissing(given)
-    r = Git(path).result("rev-parse", "--git-dir")
-    if not r.ok:
+    if not is_repository(path):
         raise NotARepository(given)
 
 

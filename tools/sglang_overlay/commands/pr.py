@@ -48,7 +48,8 @@ from .. import durable, journal, modeldocs, prbody, report
 from ..durable import crash_point
 from ..errors import OK, BadInput, Findings
 from ..formatters import PRE_COMMIT_CONFIG, ToolEnv, parse_pins
-from ..gitutil import IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env, user_identity
+from ..gitutil import (IDENTITY_EMAIL, IDENTITY_NAME, Git, identity_env, is_repository,
+                       remote_url, user_identity)
 from ..manifest import Manifest, Model, Unit
 from ..units import UPSTREAM_PROVIDES
 from ..units import edit as edit_mod
@@ -327,8 +328,7 @@ def model_rows(manifest: Manifest, unit: Unit) -> list[Model]:
 def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = None) -> str:
     """The URL to push to: a remote configured in the overlay repository, a URL or a
     path (relative to cwd: -C DIR)."""
-    configured = Git(root, isolated=False).result("config", "--get", f"remote.{remote}.url")
-    url = configured.out.strip() if configured.ok and configured.out.strip() else None
+    url = remote_url(root, remote)
     local = False
     if url is None:
         if is_url(remote):
@@ -337,7 +337,7 @@ def resolve_remote(root: Path, remote: str, offline: bool, cwd: Path | None = No
             path = Path(remote).expanduser()
             if not path.is_absolute():
                 path = (cwd or Path.cwd()) / path
-            if not (path.exists() and Git(path).result("rev-parse", "--git-dir").ok):
+            if not is_repository(path):
                 raise BadInput(f"--push {remote}: not a remote of {root}, a URL or a git "
                                "repository", f"add it with `git -C {root} remote add <name> "
                                "<url>`, or pass the URL of your fork")
