@@ -214,6 +214,45 @@ class Git:
         r = g.result("push", "--force", "--quiet", url, f"{head}:refs/heads/{branch}")
         return None if r.ok else (r.err.strip().splitlines() or ["no output"])[-1]
 
+    # --- a scratch work tree (where `overlay pr` replays units): facts, no policy -----
+
+    def binary_diff(self, a: str, b: str) -> bytes:
+        """The full-index binary patch from a to b (what apply_3way takes)."""
+        return self.run_bytes("diff", "--binary", "--full-index", a, b)
+
+    def apply_3way(self, patch: bytes) -> Result:
+        """Apply patch to the index and work tree, falling back to a three-way merge."""
+        return self.result("apply", "--index", "--3way", "-", stdin=patch)
+
+    def stage_all(self) -> None:
+        """Stage every change in the work tree (new, modified and deleted files)."""
+        self.run("add", "-A", ".")
+
+    def staged_paths(self, diff_filter: str | None = None) -> list[str]:
+        """The paths the index changes against HEAD (only statuses in diff_filter, if given)."""
+        only = [f"--diff-filter={diff_filter}"] if diff_filter else []
+        return self.run("diff", "--cached", "--name-only", *only, "HEAD").splitlines()
+
+    def staged_lines(self, paths: list[str]) -> dict[str, set[int]]:
+        """The lines of each staged file that differ from HEAD (all of a new file's)."""
+        out: dict[str, set[int]] = {p: set() for p in paths}
+        cur = None
+        for line in self.run("diff", "--cached", "-U0", "--no-renames", "HEAD", "--",
+                             *paths).splitlines():
+            if line.startswith("+++ "):
+                cur = line[6:] if line.startswith("+++ b/") else None
+                continue
+            m = re.match(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
+            if m and cur in out:
+                start, n = int(m.group(1)), int(m.group(2) or 1)
+                out[cur].update(range(start, start + n))
+        return out
+
+    def commit_staged(self, message: str, env: dict[str, str]) -> str:
+        """Commit the index with message (hooks skipped) under env's identity: the new sha."""
+        self.run("commit", "--quiet", "--no-verify", "-F", "-", stdin=message.encode(), env=env)
+        return self.run("rev-parse", "HEAD")
+
     def close(self) -> None:
         self._cmd.clear_cache()
 

@@ -270,7 +270,7 @@ def _since(session, path: str, base) -> str:
         sha = tags[tag]
         if not session.mirror.ensure_commit(sha, f"fetching {tag}"):
             return False
-        return git.result("cat-file", "-e", f"{sha}:{path}").ok
+        return git.has_object(f"{sha}:{path}")
 
     lo, hi, found = 0, len(cands) - 1, None
     while lo <= hi:
@@ -490,49 +490,28 @@ def _replay(session, manifest: Manifest, build, units: list[Unit], base: str,
                     series.warnings.append(
                         f"unit '{res.unit.name}': upstream already has its files on this "
                         f"base and the PR replaces them (--replace; {res.detail})")
-                diff = ws.git.run_bytes("diff", "--binary", "--full-index", res.parent,
-                                        res.commit)
-                r = g.result("apply", "--index", "--3way", "-", stdin=diff)
+                r = g.apply_3way(ws.git.binary_diff(res.parent, res.commit))
                 if not r.ok:
                     raise Findings(f"unit '{res.unit.name}' does not apply after formatting "
                                    f"the units before it: {r.err.strip().splitlines()[-1]}",
                                    "format the overlay's files with upstream's black/isort")
                 extra_msg = _model_extras(manifest, res.unit, wt, series)
-                g.run("add", "-A", ".")
-                changed = g.run("diff", "--cached", "--name-only", "--diff-filter=AMR",
-                                "HEAD").splitlines()
+                g.stage_all()
+                changed = g.staged_paths("AMR")
                 py = [f for f in changed if f.endswith(".py")]
                 if tools is not None and py:
-                    series.formatted += tools.format(wt, py, _changed_lines(g, py))
-                    g.run("add", "-A", ".")
-                if not g.run("diff", "--cached", "--name-only", "HEAD"):
+                    series.formatted += tools.format(wt, py, g.staged_lines(py))
+                    g.stage_all()
+                if not g.staged_paths():
                     continue
                 msg = message(res.unit, extra_msg, (replaced or {}).get(res.unit.name))
-                g.run("commit", "--quiet", "--no-verify", "-F", "-", stdin=msg.encode(),
-                      env=env)
-                series.commits.append((g.run("rev-parse", "HEAD"), msg.splitlines()[0]))
+                series.commits.append((g.commit_staged(msg, env), msg.splitlines()[0]))
                 series.committed.append(res.unit.name)
         finally:
             with ws.lock:
                 ws.remove_worktree(wt)
     series.formatted = list(dict.fromkeys(series.formatted))
     return series
-
-
-def _changed_lines(g: Git, paths: list[str]) -> dict[str, set[int]]:
-    """The lines of each staged file that differ from HEAD (all of a new file's)."""
-    out: dict[str, set[int]] = {p: set() for p in paths}
-    cur = None
-    for line in g.run("diff", "--cached", "-U0", "--no-renames", "HEAD", "--",
-                      *paths).splitlines():
-        if line.startswith("+++ "):
-            cur = line[6:] if line.startswith("+++ b/") else None
-            continue
-        m = re.match(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
-        if m and cur in out:
-            start, n = int(m.group(1)), int(m.group(2) or 1)
-            out[cur].update(range(start, start + n))
-    return out
 
 
 def _read(wt: Path, rel: str) -> str | None:
