@@ -176,6 +176,40 @@ class Git:
                                      old_mode, new_mode, old_blob, new_blob))
         return entries
 
+    def head(self) -> str:
+        """The commit HEAD points at."""
+        return self.run("rev-parse", "HEAD")
+
+    def parent_of(self, commit: str) -> str:
+        """commit's first parent."""
+        return self.run("rev-parse", f"{commit}^")
+
+    def commit_of(self, rev: str) -> str:
+        """The commit rev names (a tag peeled)."""
+        return self.run("log", "-1", "--format=%H", rev)
+
+    def changed_paths(self, a: str, b: str) -> list[str]:
+        """The paths that differ between a and b (trees or commits), in git's order."""
+        return self.run("diff", "--name-only", a, b).splitlines()
+
+    def first_parent_commits(self, base: str, head: str = "HEAD") -> list[str]:
+        """The commits base..head along first parents, oldest first."""
+        return self.run("rev-list", "--reverse", "--first-parent", f"{base}..{head}").split()
+
+    def commit_subject(self, commit: str) -> str:
+        return self.run("log", "-1", "--format=%s", commit)
+
+    def commit_message(self, commit: str) -> str:
+        """commit's full message (subject, body and trailers)."""
+        return self.run("log", "-1", "--format=%B", commit)
+
+    def first_trailer(self, commit: str, key: str) -> str | None:
+        """The value of commit's first `key:` trailer; None when it has none."""
+        out = self.run("log", "-1",
+                       f"--format=%(trailers:key={key},valueonly,separator=%x2C)",
+                       commit).strip()
+        return out.split(",")[0].strip() or None
+
     # --- a series of commits (what `overlay pr` sends): facts, no policy -------------
 
     def commit_time(self, commit: str) -> int:

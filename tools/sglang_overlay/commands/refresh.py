@@ -86,9 +86,9 @@ def _continue(session, pending: dict, as_json: bool) -> int:
     g = Git(res)
     # the resolution: everything on top of where the worktree started,
     # whether the user committed it or not
-    head = pending.get("resolution_base") or g.run("rev-parse", "HEAD")
+    head = pending.get("resolution_base") or g.head()
     tree = target.content_tree(g.cwd)
-    for path in g.run("diff", "--name-only", head, tree).splitlines():
+    for path in g.changed_paths(head, tree):
         p = res / path
         if p.is_file():
             m_ = MARKER.search(p.read_text(errors="replace"))
@@ -145,13 +145,11 @@ def _continue(session, pending: dict, as_json: bool) -> int:
 
 
 def _trailer(g: Git, commit: str) -> str | None:
-    out = g.run("log", "-1", "--format=%(trailers:key=Overlay-Unit,valueonly,separator=%x2C)",
-                commit).strip()
-    return out.split(",")[0].strip() or None
+    return g.first_trailer(commit, "Overlay-Unit")
 
 
 def _message(g: Git, commit: str) -> str:
-    body = g.run("log", "-1", "--format=%B", commit)
+    body = g.commit_message(commit)
     lines = [l for l in body.splitlines() if not re.match(r"^Overlay-[A-Za-z]+: ", l)]
     return "\n".join(lines).strip()
 
@@ -173,9 +171,9 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
             f"{wt} has uncommitted changes",
             "commit them: a new commit becomes a new unit; to change a unit, amend its "
             f"commit (git commit --fixup <commit> && git rebase -i --autosquash {base[:12]})")
-    commits = g.run("rev-list", "--reverse", "--first-parent", f"{base}..HEAD").split()
+    commits = g.first_parent_commits(base)
     for c in commits:
-        subject = g.run("log", "-1", "--format=%s", c)
+        subject = g.commit_subject(c)
         if subject.startswith(("fixup! ", "squash! ", "amend! ")):
             raise BadInput(f"{wt}: commit {c[:12]} '{subject}' is not squashed yet",
                            f"run `git rebase -i --autosquash {base[:12]}` in {wt} first")
@@ -196,7 +194,7 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
     names = {u.name for u in m.units}
     rows, findings = [], []
     for c in commits:
-        parent = g.run("rev-parse", f"{c}^")
+        parent = g.parent_of(c)
         name = _trailer(g, c)
         unit = next((u for u in m.units if u.name == name and not u.retired), None)
         if unit is not None:  # the variant the worktree was built with
@@ -241,7 +239,7 @@ def _refresh(session, wt: Path, as_json: bool) -> int:
 def _already_written_back(session, g: Git, branch: str, base: str) -> bool:
     """The worktree has commits apply did not make, yet the overlay as it is
     builds exactly its tree: they are written back already."""
-    head = g.run("rev-parse", "HEAD")
+    head = g.head()
     if head == session.workspace.git.rev(target.built_ref(branch)):
         return False
     build = session.build(Resolved(base, base, None))
@@ -260,7 +258,7 @@ def _reapply(session, wt: Path, branch: str, base: str) -> None:
 
     fresh = Session(load(session.manifest.root), session.cache, session.url,
                     session.offline)
-    ref = session.workspace.git.run("log", "-1", "--format=%H", base)
+    ref = session.workspace.git.commit_of(base)
     build = fresh.build(Resolved(ref, base, None))
     if build.ok:
         # the worktree's commits were just written back; they are replaced by
