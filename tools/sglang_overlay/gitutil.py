@@ -210,6 +210,44 @@ class Git:
                        commit).strip()
         return out.split(",")[0].strip() or None
 
+    def is_work_tree(self) -> bool:
+        """cwd is inside a git work tree."""
+        return self.result("rev-parse", "--is-inside-work-tree").ok
+
+    def has_changes(self) -> bool:
+        """The work tree or index differs from HEAD, or has untracked files."""
+        return bool(self.run("status", "--porcelain"))
+
+    def fetch_head_of(self, checkout: Path, ref: str) -> str:
+        """Fetch checkout's HEAD (no tags) into ref here: the commit fetched."""
+        self.run("fetch", "--quiet", "--no-tags", str(checkout), f"+HEAD:{ref}")
+        return self.run("rev-parse", ref)
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The merge-base of a and b; None when there is none (or an object is missing)."""
+        r = self.result("merge-base", a, b)
+        return r.out.strip() if r.ok else None
+
+    def path_history(self, base: str, head: str) -> dict[str, tuple[list[str], str, str]]:
+        """path -> (subjects of base..head's commits touching it, newest first; the newest
+        one's author `name <email>` and RFC 2822 date), from one `git log`."""
+        out = self.run_bytes("log", "--no-renames", "--name-only", "-z",
+                             "--format=%x01%s%x02%an <%ae>%x02%aD%x02", f"{base}..{head}")
+        found: dict[str, list] = {}
+        for record in out.decode("utf-8", "surrogateescape").split("\x01")[1:]:
+            subject, author, date, names = record.split("\x02", 3)
+            for path in (p.strip("\n") for p in names.split("\0")):
+                if path:
+                    entry = found.setdefault(path, [[], author, date])
+                    entry[0].append(subject)
+        return {p: (s, a, d) for p, (s, a, d) in found.items()}
+
+    def binary_paths(self, a: str, b: str) -> set[str]:
+        """Paths git sees as binary between a and b (one --numstat)."""
+        out = self.run_bytes("diff", "--numstat", "-z", "--no-renames", a, b)
+        parts = out.decode("utf-8", "surrogateescape").split("\0")
+        return {p.split("\t", 2)[2] for p in parts if p.startswith("-\t-\t")}
+
     # --- a series of commits (what `overlay pr` sends): facts, no policy -------------
 
     def commit_time(self, commit: str) -> int:

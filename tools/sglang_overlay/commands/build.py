@@ -45,7 +45,7 @@ def run(opts, sglang_ref, upstream, offline, out, repack, as_json) -> int:
     progress(f"applying the overlay on {ref or '(no ref)'} ...")
     build = session.build_ref(ref)
     git = session.workspace.git
-    epoch = int(git.run("show", "-s", "--format=%ct", build.base))
+    epoch = git.commit_time(build.base)
     overlay_hash = manifest.content_hash(build.base)
     changes = wheels.changed_paths(git, build.base, build.head)
 

@@ -234,21 +234,18 @@ def _fork_commit(session, source: str, base, opts) -> tuple[str, str, str | None
     path = opts.path(source)
     if path.is_dir():
         fg = Git(path)
-        if not fg.result("rev-parse", "--is-inside-work-tree").ok:
+        if not fg.is_work_tree():
             raise BadInput(f"{path} is not a git checkout",
                            "pass --from the checkout of your fork, or a revision")
-        if fg.run("status", "--porcelain"):
+        if fg.has_changes():
             raise BadInput(f"{path} has uncommitted changes",
                            "commit them in the fork first; capture reads commits")
-        g.run("fetch", "--quiet", "--no-tags", str(path.resolve()), f"+HEAD:{CAPTURE_REF}")
-        fork = g.run("rev-parse", CAPTURE_REF)
+        fork = g.fetch_head_of(path.resolve(), CAPTURE_REF)
         # the fork has the history: its merge-base with the release, found there
-        mb = fg.result("merge-base", "HEAD", base.commit) if fg.has_object(base.commit) \
-            else None
-        if mb is not None and mb.ok:
-            return fork, str(path), mb.out.strip()
-        found = g.result("merge-base", fork, base.commit)
-        return fork, str(path), found.out.strip() if found.ok else None
+        mb = fg.merge_base("HEAD", base.commit) if fg.has_object(base.commit) else None
+        if mb is not None:
+            return fork, str(path), mb
+        return fork, str(path), g.merge_base(fork, base.commit)
     # a revision in the upstream repository (a fork's branch or tag pushed there)
     resolved = session.resolve(source)
     return resolved.commit, source, session.mirror.merge_base(resolved, base)
@@ -263,23 +260,12 @@ def _patch_paths(manifest, unit) -> list[str]:
 def _history(g, base: str, fork: str) -> dict[str, tuple[str, str, str]]:
     """path -> (subjects of the fork's commits touching it, newest first; the
     newest one's author and date), from one `git log` for the whole fork."""
-    out = g.run_bytes("log", "--no-renames", "--name-only", "-z",
-                      "--format=%x01%s%x02%an <%ae>%x02%aD%x02", f"{base}..{fork}")
-    found: dict[str, list] = {}
-    for record in out.decode("utf-8", "surrogateescape").split("\x01")[1:]:
-        subject, author, date, names = record.split("\x02", 3)
-        for path in (p.strip("\n") for p in names.split("\0")):
-            if path:
-                entry = found.setdefault(path, [[], author, date])
-                entry[0].append(subject)
-    return {p: ("\n".join(s), a, d) for p, (s, a, d) in found.items()}
+    return {p: ("\n".join(s), a, d) for p, (s, a, d) in g.path_history(base, fork).items()}
 
 
 def _binaries(g, base: str, fork: str) -> set[str]:
     """Paths git sees as binary between base and fork (one --numstat)."""
-    out = g.run_bytes("diff", "--numstat", "-z", "--no-renames", base, fork)
-    parts = out.decode("utf-8", "surrogateescape").split("\0")
-    return {p.split("\t", 2)[2] for p in parts if p.startswith("-\t-\t")}
+    return g.binary_paths(base, fork)
 
 
 def _diffs(g, base: str, fork: str, paths: list[str]) -> dict[str, bytes]:

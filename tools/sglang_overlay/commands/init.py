@@ -43,7 +43,7 @@ def _skeleton(dest: Path) -> None:
     gitignore = dest / ".gitignore"
     if not gitignore.exists():
         durable.write_text(gitignore, GITIGNORE)
-    if not Git(dest).result("rev-parse", "--is-inside-work-tree").ok:
+    if not Git(dest).is_work_tree():
         Git(dest).run("init", "--quiet")
 
 
