@@ -248,6 +248,31 @@ class Git:
         parts = out.decode("utf-8", "surrogateescape").split("\0")
         return {p.split("\t", 2)[2] for p in parts if p.startswith("-\t-\t")}
 
+    def init_repository(self) -> None:
+        """Make cwd a new git repository."""
+        self.run("init", "--quiet")
+
+    def config_value(self, key: str) -> str:
+        """key's value in this repository's configuration; "" when unset."""
+        return self.result("config", key).out.strip()
+
+    def worktree_paths(self) -> set[str]:
+        """The work trees this repository has registered (their directories may be gone)."""
+        out = self.result("worktree", "list", "--porcelain").out
+        return {line[len("worktree "):] for line in out.splitlines()
+                if line.startswith("worktree ")}
+
+    def prune_worktrees(self) -> None:
+        """Drop the registrations of work trees whose directories are gone."""
+        self.result("worktree", "prune")
+
+    def set_ref(self, ref: str, sha: str) -> None:
+        self.run("update-ref", ref, sha)
+
+    def blob_id(self, commit: str, path: str) -> str:
+        """The blob path has in commit's tree."""
+        return self.run("rev-parse", f"{commit}:{path}")
+
     # --- a series of commits (what `overlay pr` sends): facts, no policy -------------
 
     def commit_time(self, commit: str) -> int:

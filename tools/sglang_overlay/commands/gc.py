@@ -30,8 +30,8 @@ def run(opts, as_json) -> int:
             continue
         g = Git(path)
         before = _registered(g)
-        root = g.result("config", "overlay.root").out.strip()
-        url = g.result("config", "overlay.url").out.strip()
+        root = g.config_value("overlay.root")
+        url = g.config_value("overlay.url")
         ws = cache.workspace(cache.mirror(url), Path(root)) if root and url else None
         if ws is not None and ws.path == path:
             finished += [str(t) for t in target.recover_swaps(ws)]
@@ -40,7 +40,7 @@ def run(opts, as_json) -> int:
                 if target.TMP_MARK in wt.name and pid and not durable.pid_alive(pid):
                     ws.remove_worktree(wt)
                     removed.append(str(wt))
-        g.result("worktree", "prune")
+        g.prune_worktrees()
         pruned += sorted(before - _registered(g) - set(removed) - set(finished))
     if as_json:
         report.emit_json({"cache": str(cache.root), "removed": removed,
@@ -59,6 +59,4 @@ def run(opts, as_json) -> int:
 
 
 def _registered(g: Git) -> set[str]:
-    out = g.result("worktree", "list", "--porcelain").out
-    return {line[len("worktree "):] for line in out.splitlines()
-            if line.startswith("worktree ")}
+    return g.worktree_paths()

@@ -44,7 +44,7 @@ def _skeleton(dest: Path) -> None:
     if not gitignore.exists():
         durable.write_text(gitignore, GITIGNORE)
     if not Git(dest).is_work_tree():
-        Git(dest).run("init", "--quiet")
+        Git(dest).init_repository()
 
 
 def run(opts, directory: Path, upstream: str | None, sglang_ref: str | None,

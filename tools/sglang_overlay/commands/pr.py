@@ -102,7 +102,7 @@ def run(opts, unit_name, base, out, push, upstream, offline, as_json, replace=Fa
     body = prbody.render(series.template, info, evidence)
 
     # --- everything below writes -------------------------------------------------
-    ws.git.run("update-ref", f"refs/heads/{branch}", head)
+    ws.git.set_ref(f"refs/heads/{branch}", head)
     crash_point("pr-branch-written")
     # the series, PR_BODY.md and overlay.toml change together (one transaction)
     tx = journal.Transaction(root)
@@ -245,7 +245,7 @@ def _replacements(session, build, base) -> dict[str, Replacement]:
             added += a or 0
             removed += d or 0
         for f in r.files:
-            lines += len(git.object_bytes(git.run("rev-parse", f"{r.parent}:{f}"))
+            lines += len(git.object_bytes(git.blob_id(r.parent, f))
                          .splitlines())
         out[r.unit.name] = Replacement(list(r.files), _since(session, r.files[0], base),
                                        added, removed, lines)

@@ -222,8 +222,7 @@ def _print_plan(invocations, runner, suite, checkout, as_json, note=None, shard=
 def _checkout_commit(checkout: Path | None) -> str | None:
     if checkout is None:
         return None
-    r = Git(checkout).result("rev-parse", "HEAD")
-    return r.out.strip() if r.ok else None
+    return Git(checkout).rev("HEAD")
 
 
 def _report(root, manifest, ref, runner, suite, checkout, probe, started, outcomes,
